@@ -1,0 +1,5 @@
+import sys
+
+from semask.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hierarchical backbones returning multi-scale features and semantic-prior maps."""

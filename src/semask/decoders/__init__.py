@@ -1,0 +1,1 @@
+"""Decoders: consume backbone features (and priors) and produce per-pixel class logits."""

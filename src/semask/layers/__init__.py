@@ -1,0 +1,1 @@
+"""Building blocks shared by the backbones and decoders (no registry; composed in Python)."""

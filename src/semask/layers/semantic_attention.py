@@ -1,0 +1,117 @@
+"""The SeMask attention block and the semantic layer (paper Sec. 3.2; SPEC A2).
+
+Official source: ``SeMask-FPN/mmseg/models/backbones/semask_swin_transformer.py`` (``SemanticAttention``,
+``SWSeMaskBlock`` = windowed, ``SeMaskBlock`` = global).
+"""
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from semask.layers.windows import pad_to_multiple, window_partition, window_reverse
+
+SemanticMode = Literal["window", "global"]
+
+
+class SemanticAttention(nn.Module):
+    """Single-head semantic attention: ``gamma * proj(softmax(Q K^T) V) + x`` with Q, K in class space.
+
+    No 1/sqrt(K) scaling, no heads, no mask (SPEC A2). ``Q`` is returned as the semantic-prior logits.
+
+    Args:
+        dim: token channels C.
+        num_classes: prior classes K.
+        proj_drop: dropout after ``mlp_res`` (official 0.1).
+        use_gamma: learnable scalar lambda (init 0); ``False`` is the paper's "without lambda" ablation
+            (Table 4), where the projected attention is added with weight 1.
+    """
+
+    def __init__(self, dim: int, num_classes: int, proj_drop: float = 0.1, use_gamma: bool = True) -> None:
+        super().__init__()
+        self.mlp_cls_q = nn.Linear(dim, num_classes)
+        self.mlp_cls_k = nn.Linear(dim, num_classes)
+        self.mlp_v = nn.Linear(dim, dim)
+        self.mlp_res = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.gamma = nn.Parameter(torch.zeros(1)) if use_gamma else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args:
+            x: (B', N, C) LayerNorm'd tokens (N = window area or h*w).
+
+        Returns:
+            ``(q, out)``: q (B', N, K) prior logits, out (B', N, C).
+        """
+        q = self.mlp_cls_q(x)  # (B', N, K)
+        k = self.mlp_cls_k(x)  # (B', N, K)
+        v = self.mlp_v(x)  # (B', N, C)
+        attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)  # (B', N, N)
+        f = self.proj_drop(self.mlp_res(attn @ v))  # (B', N, C)
+        if self.gamma is not None:
+            f = self.gamma * f
+        return q, f + x
+
+
+class SemanticLayer(nn.Module):
+    """The semantic layer closing each stage: LayerNorm, then N_S SeMask attention blocks.
+
+    ``window`` mode zero-pads to multiples of ``window_size`` and attends within non-shifted windows (padded
+    tokens take part, unmasked); ``global`` mode attends over all h*w tokens. Without an outer residual, the
+    output is LN(x) + gamma * F (SPEC A2).
+
+    Args:
+        dim: channels C of the stage.
+        num_classes: prior classes K.
+        mode: ``"window"`` (official ``SWSeMaskBlock``) or ``"global"`` (``SeMaskBlock``).
+        window_size: semantic window (official ``sem_window_size``).
+        num_blocks: N_S (1 in every released model).
+        use_gamma: see :class:`SemanticAttention`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        mode: SemanticMode,
+        window_size: int,
+        num_blocks: int = 1,
+        use_gamma: bool = True,
+    ) -> None:
+        super().__init__()
+        if mode not in ("window", "global"):
+            raise ValueError(f"semantic attention mode must be 'window' or 'global', got {mode!r}")
+        if num_blocks < 1:
+            raise ValueError("num_blocks must be >= 1 (use semantic_attention=None for plain Swin)")
+        self.mode = mode
+        self.window_size = window_size
+        self.norm1 = nn.LayerNorm(dim)
+        self.class_injection = nn.ModuleList(
+            SemanticAttention(dim, num_classes, use_gamma=use_gamma) for _ in range(num_blocks)
+        )
+
+    def _blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = x
+        for blk in self.class_injection:
+            q, x = blk(x)
+        return q, x
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args:
+            x: (B, h*w, C) stage tokens.
+
+        Returns:
+            ``(out, prior)``: out (B, h*w, C); prior (B, K, h, w) raw logits of the last block's Q.
+        """
+        b, n, c = x.shape
+        x = self.norm1(x)
+        if self.mode == "global":
+            q, x = self._blocks(x)  # (B, N, K), (B, N, C)
+            return x, q.transpose(1, 2).reshape(b, -1, h, w)
+        m = self.window_size
+        xp = pad_to_multiple(x.view(b, h, w, c), m)  # (B, hp, wp, C)
+        hp, wp = xp.shape[1:3]
+        q, xw = self._blocks(window_partition(xp, m))  # (B*nW, M*M, K), (B*nW, M*M, C)
+        x = window_reverse(xw, m, hp, wp)[:, :h, :w].reshape(b, n, c)
+        q = window_reverse(q, m, hp, wp)[:, :h, :w]  # (B, h, w, K)
+        return x, q.permute(0, 3, 1, 2).contiguous()

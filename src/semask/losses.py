@@ -1,0 +1,72 @@
+"""Training losses of SeMask-FPN: L = L1 + 0.4 * L2 (paper Sec. 3.3; SPEC A1 'Losses').
+
+Official source: ``SeMask-FPN/mmseg/models/decode_heads/branch_fpn_head.py`` (``losses``) with mmseg 0.11's
+``CrossEntropyLoss`` and ``OHEMPixelSampler``.
+"""
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = 255
+
+
+def _pixel_ce(logits: torch.Tensor, label: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """(B, K, H, W) logits resized to the label, (B, H, W) label -> (B, H, W) per-pixel CE (ignored = 0)."""
+    logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, label, ignore_index=ignore_index, reduction="none")
+
+
+def ohem_weight(
+    pixel_loss: torch.Tensor, label: torch.Tensor, min_kept: int, ignore_index: int
+) -> torch.Tensor:
+    """mmseg ``OHEMPixelSampler`` with thresh=None: keep the ``min_kept * B`` valid pixels of highest loss.
+
+    Args:
+        pixel_loss: (B, H, W) per-pixel CE; label: (B, H, W).
+
+    Returns:
+        (B, H, W) float weights in {0, 1}.
+    """
+    valid = label != ignore_index
+    weight = torch.zeros_like(pixel_loss)
+    kept = torch.zeros(int(valid.sum()), dtype=pixel_loss.dtype, device=pixel_loss.device)
+    order = pixel_loss.detach()[valid].argsort(descending=True)
+    kept[order[: min_kept * label.shape[0]]] = 1.0
+    weight[valid] = kept
+    return weight
+
+
+def semask_fpn_loss(
+    seg_logits: torch.Tensor,
+    prior_logits: torch.Tensor | None,
+    label: torch.Tensor,
+    cate_weight: float = 0.4,
+    ohem_min_kept: int | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> dict[str, torch.Tensor]:
+    """The SeMask-FPN loss dictionary, computed as mmseg does.
+
+    Both logits are bilinearly upsampled (align_corners=False) to the label size; per-pixel CE with
+    ``ignore_index`` is averaged over ALL pixels (ignored pixels count as 0, SPEC 0 decision). OHEM, when
+    ``ohem_min_kept`` is set, applies to the main term only.
+
+    Args:
+        seg_logits: (B, K, h, w) main decoder logits.
+        prior_logits: (B, K', h, w) prior-decoder logits, or ``None`` (plain Swin baseline: no ``loss_cate``).
+        label: (B, H, W) int64 class indices, ``ignore_index`` for void.
+        cate_weight: alpha of L2 (paper: 0.4).
+
+    Returns:
+        ``loss_ce``, ``loss_cate`` (already times ``cate_weight``; absent without priors), ``acc_seg`` (percent of
+        all pixels predicted right; ignored pixels count as wrong, as mmseg 0.11's ``accuracy``).
+    """
+    seg_ce = _pixel_ce(seg_logits, label, ignore_index)  # (B, H, W)
+    if ohem_min_kept is not None:
+        seg_ce = seg_ce * ohem_weight(seg_ce, label, ohem_min_kept, ignore_index)
+    out = {"loss_ce": seg_ce.mean()}
+    if prior_logits is not None:
+        out["loss_cate"] = cate_weight * _pixel_ce(prior_logits, label, ignore_index).mean()
+    with torch.no_grad():
+        pred = F.interpolate(seg_logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
+        out["acc_seg"] = (pred.argmax(1) == label).float().mean() * 100
+    return out

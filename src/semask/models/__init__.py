@@ -1,0 +1,1 @@
+"""Whole segmentation models and their registry entrypoints."""

@@ -1,0 +1,120 @@
+"""SeMask segmenter = SeMask-Swin backbone + Semantic-FPN decoder + prior decoder (official ``EncoderDecoder``)."""
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semask.backbones.swin import BackboneOutput, SeMaskSwin
+from semask.decoders.semantic_fpn import SemanticFPNHead
+
+
+@dataclass
+class SeMaskFPNConfig:
+    """Everything that defines a SeMask/Swin Semantic-FPN network (dumped as JSON beside converted weights).
+
+    ``semantic_attention=None`` is the plain Swin FPN baseline. ``num_prior_classes`` defaults to
+    ``num_classes``; the official COCO-Stuff-10k checkpoints use 150 prior classes with 171 head classes (SPEC A5).
+    """
+
+    num_classes: int = 150
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    sem_window_size: int = 7
+    semantic_attention: tuple[str, ...] | None = ("window", "window", "global", "global")
+    num_prior_classes: int | None = None
+    num_sem_blocks: int = 1
+    use_gamma: bool = True
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.3
+    use_checkpoint: bool = False
+    decoder_channels: int = 256
+    dropout: float = 0.1
+    arch: str = field(default="semask_swin_fpn")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SeMaskFPNConfig":
+        """Build from a dict (lists become tuples). Raises ValueError on unknown keys."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass
+class SegOutput:
+    """Model outputs at stride 4 relative to the (unpadded) input.
+
+    Attributes:
+        logits: (B, K, ceil(H/4), ceil(W/4)) main decoder logits.
+        prior_logits: (B, K', same size) prior-decoder logits, or ``None`` without semantic layers.
+    """
+
+    logits: torch.Tensor
+    prior_logits: torch.Tensor | None
+
+
+def official_semantic_layout(embed_dim: int, num_classes: int) -> tuple[str, ...]:
+    """The official SeMask-FPN rule (SPEC A1): stages 2,3 global iff embed_dim in {96,192} and K > 19."""
+    if embed_dim in (96, 192) and num_classes > 19:
+        return ("window", "window", "global", "global")
+    return ("window",) * 4
+
+
+class SeMaskFPN(nn.Module):
+    """SeMask Semantic-FPN segmenter. ``forward`` takes normalised (B, 3, H, W) images.
+
+    Attributes ``backbone`` and ``decode_head`` mirror the official state_dict prefixes.
+    """
+
+    def __init__(self, cfg: SeMaskFPNConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = SeMaskSwin(
+            embed_dim=cfg.embed_dim,
+            depths=cfg.depths,
+            num_heads=cfg.num_heads,
+            window_size=cfg.window_size,
+            num_classes=cfg.num_prior_classes or cfg.num_classes,
+            semantic_attention=cfg.semantic_attention,
+            sem_window_size=cfg.sem_window_size,
+            num_sem_blocks=cfg.num_sem_blocks,
+            use_gamma=cfg.use_gamma,
+            mlp_ratio=cfg.mlp_ratio,
+            drop_path_rate=cfg.drop_path_rate,
+            use_checkpoint=cfg.use_checkpoint,
+        )
+        self.decode_head = SemanticFPNHead(
+            self.backbone.channels, cfg.num_classes, cfg.decoder_channels, cfg.dropout, self.backbone.strides
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    def forward_features(self, images: torch.Tensor) -> BackboneOutput:
+        """Backbone only: (B, 3, H, W) -> :class:`BackboneOutput`."""
+        return self.backbone(images)
+
+    def forward(self, images: torch.Tensor) -> SegOutput:
+        """Args:
+            images: (B, 3, H, W) normalised (mean/std of the preset), any H and W.
+
+        Returns:
+            :class:`SegOutput` at stride 4.
+        """
+        feats = self.backbone(images)
+        logits = self.decode_head(feats.features)
+        prior = None if feats.semantic_maps is None else self.decode_head.decode_priors(feats.semantic_maps)
+        return SegOutput(logits, prior)
+
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Whole-image logits resized to the input (official ``encode_decode``): (B, K, H, W)."""
+        logits = self(images).logits
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
