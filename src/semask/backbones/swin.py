@@ -241,6 +241,7 @@ class SeMaskSwin(nn.Module):
         sem_window_size: window of the windowed semantic layers.
         num_sem_blocks: SeMask blocks per semantic layer (N_S).
         use_gamma: learnable lambda (``False``: the "without lambda" ablation).
+        sem_drop: dropout after the semantic attention projection (official 0.1).
         mlp_ratio: Swin MLP expansion.
         drop_path_rate: stochastic depth, linearly increasing over all Swin blocks (official 0.3).
         use_checkpoint: gradient checkpointing of the Swin blocks while training.
@@ -257,6 +258,7 @@ class SeMaskSwin(nn.Module):
         sem_window_size: int = 7,
         num_sem_blocks: int = 1,
         use_gamma: bool = True,
+        sem_drop: float = 0.1,
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.3,
         use_checkpoint: bool = False,
@@ -269,13 +271,19 @@ class SeMaskSwin(nn.Module):
         self.channels = [embed_dim * 2**i for i in range(4)]
         self.strides = [4, 8, 16, 32]
         self.patch_embed = PatchEmbed(embed_dim)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.layers = nn.ModuleList()
         for i, dim in enumerate(self.channels):
             sem = None
             if semantic_attention is not None:
                 sem = SemanticLayer(
-                    dim, num_classes, semantic_attention[i], sem_window_size, num_sem_blocks, use_gamma
+                    dim,
+                    num_classes,
+                    semantic_attention[i],
+                    sem_window_size,
+                    num_sem_blocks,
+                    use_gamma,
+                    sem_drop,
                 )
             start = sum(depths[:i])
             self.layers.append(

@@ -67,6 +67,7 @@ class SemanticLayer(nn.Module):
         window_size: semantic window (official ``sem_window_size``).
         num_blocks: N_S (1 in every released model).
         use_gamma: see :class:`SemanticAttention`.
+        proj_drop: see :class:`SemanticAttention`.
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class SemanticLayer(nn.Module):
         window_size: int,
         num_blocks: int = 1,
         use_gamma: bool = True,
+        proj_drop: float = 0.1,
     ) -> None:
         super().__init__()
         if mode not in ("window", "global"):
@@ -87,7 +89,7 @@ class SemanticLayer(nn.Module):
         self.window_size = window_size
         self.norm1 = nn.LayerNorm(dim)
         self.class_injection = nn.ModuleList(
-            SemanticAttention(dim, num_classes, use_gamma=use_gamma) for _ in range(num_blocks)
+            SemanticAttention(dim, num_classes, proj_drop, use_gamma) for _ in range(num_blocks)
         )
 
     def _blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,7 @@ class SeMaskFPNConfig:
     num_prior_classes: int | None = None
     num_sem_blocks: int = 1
     use_gamma: bool = True
+    sem_drop: float = 0.1
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.3
     use_checkpoint: bool = False
@@ -86,6 +87,7 @@ class SeMaskFPN(nn.Module):
             sem_window_size=cfg.sem_window_size,
             num_sem_blocks=cfg.num_sem_blocks,
             use_gamma=cfg.use_gamma,
+            sem_drop=cfg.sem_drop,
             mlp_ratio=cfg.mlp_ratio,
             drop_path_rate=cfg.drop_path_rate,
             use_checkpoint=cfg.use_checkpoint,
