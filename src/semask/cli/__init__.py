@@ -7,7 +7,7 @@ import sys
 from semask.errors import SemaskError
 
 # sub-modules of semask.cli, each registering one subcommand
-_COMMANDS = ["list", "train", "eval", "predict"]
+_COMMANDS = ["list", "train", "eval", "predict", "convert", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,6 +54,7 @@ class OptimCfg:
     lr: float = 1e-4
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
     grad_clip: float | None = None
 
 

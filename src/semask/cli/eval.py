@@ -1,0 +1,59 @@
+"""``semask eval MODEL --data-root DIR [--dataset NAME] [--mode whole|slide] [--tta ms-flip] [--json]``."""
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a run folder / checkpoint: aAcc, mIoU, mAcc, per-class table")
+    p.add_argument("model", help="run folder, .pt training checkpoint or converted .safetensors")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--dataset", help="dataset kind (default: the run's); ade20k, cityscapes, camvid, ...")
+    p.add_argument("--split", help="split to evaluate (default: the run's val split)")
+    p.add_argument("--mode", choices=["whole", "slide"], help="inference mode (default: the run's)")
+    p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="slide window")
+    p.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="slide step")
+    p.add_argument(
+        "--tta", choices=["none", "ms-flip", "flip"], default="none", help="test-time augmentation"
+    )
+    p.add_argument("--ratios", type=float, nargs="+", help="ms TTA ratios (default 0.5 .. 1.75)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from semask.configs import ExperimentCfg
+    from semask.data.datasets import build_dataset
+    from semask.engine.checkpoint import load_trained_model
+    from semask.engine.distributed import init_distributed, is_main
+    from semask.engine.evaluate import evaluate
+    from semask.engine.train import inference_cfg
+    from semask.errors import ConfigError
+    from semask.metrics import format_table
+
+    _, _, device = init_distributed()
+    model, info = load_trained_model(args.model)
+    cfg = ExperimentCfg.from_dict(info["experiment"]) if "experiment" in info else ExperimentCfg()
+    dataset = args.dataset or (cfg.data.dataset if "experiment" in info else None)
+    if dataset is None:
+        raise ConfigError("--dataset is required for converted weights (they carry no dataset)")
+    infer = inference_cfg(cfg, amp=args.amp)
+    infer.mode = args.mode or infer.mode
+    infer.crop = tuple(args.crop) if args.crop else infer.crop
+    infer.stride = tuple(args.stride) if args.stride else infer.stride
+    if args.tta != "none":
+        infer.flip = True
+        infer.tta_ratios = tuple(args.ratios or cfg.eval.tta_ratios) if args.tta == "ms-flip" else (1.0,)
+    data = build_dataset(dataset, args.data_root, args.split or cfg.data.val_split)
+    with torch.inference_mode():
+        results = evaluate(model.to(device), data, model.num_classes, infer, device)
+    if is_main():
+        if args.json:
+            clean = json.loads(json.dumps(results), parse_constant=lambda _: None)  # NaN -> null
+            print(json.dumps(clean | {"classes": list(data.meta.classes)}))
+        else:
+            print(format_table(results, data.meta.classes))
+    return 0

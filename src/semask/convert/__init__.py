@@ -1,0 +1,99 @@
+"""Explicit conversion of foreign checkpoints into semask weights (DESIGN 'convert/').
+
+Sources:
+
+- ``semask-fpn-mmseg``: official SeMask-FPN release checkpoints -> a whole model (strict load).
+- ``swin-imagenet``: official Microsoft (or timm-layout) Swin ImageNet checkpoints -> ``backbone.*`` weights for
+  a non-strict load (see :func:`load_imagenet_backbone`).
+"""
+
+from pathlib import Path
+
+import torch
+
+from semask.convert import semask_fpn_mmseg, swin_official
+from semask.convert._rules import KeyReport, read_checkpoint
+from semask.convert.swin_official import load_imagenet_backbone
+from semask.errors import ConfigError
+from semask.models.segmenter import SeMaskFPNConfig
+from semask.pretrained import save_weights, write_safetensors
+
+SOURCES = {"semask-fpn-mmseg": semask_fpn_mmseg.convert, "swin-imagenet": swin_official.convert}
+
+
+def convert_checkpoint(
+    source: str,
+    state_dict_or_ckpt: dict,
+    *,
+    semantic_attention: tuple[str, ...] | None = None,
+    num_classes: int | None = None,
+    window_size: int | None = None,
+    sem_window_size: int | None = None,
+) -> tuple[SeMaskFPNConfig, dict[str, torch.Tensor]]:
+    """Convert a loaded checkpoint of format ``source`` (a key of :data:`SOURCES`).
+
+    Args:
+        source: ``"semask-fpn-mmseg"`` or ``"swin-imagenet"``.
+        state_dict_or_ckpt: the loaded checkpoint (wrapped or bare state dict).
+        semantic_attention: 4 x ``"window"``/``"global"``; default: the official FPN rule (SPEC A1). Never
+            guessed from keys.
+        num_classes: head classes K (mmseg: checked against the weights; swin-imagenet: of the returned config).
+        window_size: Swin window M (mmseg: checked; swin-imagenet: tables are bicubically resized to it).
+        sem_window_size: semantic window (not stored in weights); default: the Swin window.
+
+    Returns:
+        ``(cfg, state_dict)``; see the source modules for what the state dict covers.
+
+    Raises:
+        ConfigError: unknown source or a malformed ``semantic_attention``.
+        CheckpointError: the checkpoint does not fit (every unmapped, missing and mismatched key is listed).
+    """
+    if source not in SOURCES:
+        raise ConfigError(f"unknown checkpoint source {source!r}; choose from {sorted(SOURCES)}")
+    if semantic_attention is not None:
+        semantic_attention = tuple(semantic_attention)
+        if len(semantic_attention) != 4 or set(semantic_attention) - {"window", "global"}:
+            raise ConfigError(f"semantic_attention needs 4 of 'window'/'global', got {semantic_attention!r}")
+    return SOURCES[source](
+        state_dict_or_ckpt,
+        semantic_attention=semantic_attention,
+        num_classes=num_classes,
+        window_size=window_size,
+        sem_window_size=sem_window_size,
+    )
+
+
+def convert_file(
+    src_path: str | Path, dst_path: str | Path, source: str, **kwargs
+) -> tuple[SeMaskFPNConfig, dict[str, torch.Tensor]]:
+    """Read ``src_path``, convert it, write ``dst_path`` (``.safetensors``).
+
+    ``semask-fpn-mmseg`` writes a whole model in the :mod:`semask.pretrained` format (weights + sibling
+    ``.json`` config, readable with :func:`semask.pretrained.load_model`). ``swin-imagenet`` writes only the
+    ``backbone.*`` weights, for :func:`load_imagenet_backbone` (the model's own config decides the window).
+
+    Args:
+        kwargs: the keyword options of :func:`convert_checkpoint`.
+
+    Returns:
+        ``(cfg, state_dict)`` as :func:`convert_checkpoint`.
+
+    Raises:
+        CheckpointError, ConfigError: as :func:`read_checkpoint` and :func:`convert_checkpoint`.
+    """
+    cfg, sd = convert_checkpoint(source, read_checkpoint(src_path), **kwargs)
+    if source == "swin-imagenet":
+        write_safetensors(sd, dst_path)
+    else:
+        save_weights(cfg, sd, dst_path)
+    return cfg, sd
+
+
+__all__ = [
+    "SOURCES",
+    "KeyReport",
+    "convert_checkpoint",
+    "convert_file",
+    "load_imagenet_backbone",
+    "read_checkpoint",
+]

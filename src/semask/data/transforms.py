@@ -1,0 +1,520 @@
+"""Paired image/label augmentations of the official SeMask-FPN pipeline (SPEC A3; mmseg 0.11 semantics).
+
+The training pipeline is mmseg 0.11's ``Resize(keep_ratio=True)`` -> ``RandomCrop(cat_max_ratio)`` ->
+``RandomFlip`` -> ``PhotoMetricDistortion`` -> ``Normalize`` -> ``Pad(seg_pad_val=255)``, reimplemented with
+numpy only (no OpenCV). mmcv runs OpenCV on uint8 images, and the helpers here reproduce what it computes:
+``cv2.resize`` ``INTER_LINEAR`` (images) and legacy ``INTER_NEAREST`` (labels), and the 8-bit ``RGB2HSV`` /
+``HSV2RGB`` conversions of the colour jitter (checked against OpenCV 4.10 while writing them).
+
+Conventions: images are (H, W, 3) uint8 RGB numpy arrays until :func:`normalize` makes them (3, H, W) float32
+tensors; labels are (H, W) uint8 arrays of class indices with 255 = ignore, only ever nearest-resized, cropped,
+flipped or padded with 255. Sizes are (h, w) in pixels unless stated. Every random draw comes from the
+``numpy.random.Generator`` passed in, so a sample is reproducible from its generator's seed.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from semask.data.meta import IGNORE_INDEX
+
+MEAN = (123.675, 116.28, 103.53)
+"""ImageNet RGB mean in 0..255 pixel units (mmseg ``img_norm_cfg``)."""
+STD = (58.395, 57.12, 57.375)
+"""ImageNet RGB std in 0..255 pixel units (mmseg ``img_norm_cfg``)."""
+
+CAT_MAX_RATIO_TRIES = 10
+"""mmseg 0.11 ``RandomCrop`` redraws a crop at most this many times to satisfy ``cat_max_ratio``."""
+
+
+# ----------------------------------------------------------------------------------------------- resizing
+def rescale_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """Output size of mmcv ``imrescale``: the largest keep-ratio size fitting inside ``scale``.
+
+    Args:
+        height, width: input size in pixels.
+        scale: (long edge, short edge) bound; the order does not matter (mmcv takes max and min).
+
+    Returns:
+        (h, w) = (int(height * f + 0.5), int(width * f + 0.5)) with
+        f = min(long / max(height, width), short / min(height, width)); at least 1 pixel each.
+    """
+    long_edge, short_edge = max(scale), min(scale)
+    factor = min(long_edge / max(height, width), short_edge / min(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+
+_COEF_SCALE = 2048  # OpenCV INTER_RESIZE_COEF_SCALE: uint8 bilinear weights are 11-bit fixed point
+
+
+def _linear_taps(src: int, dst: int, clamp_weights: bool) -> tuple[np.ndarray, ...]:
+    """cv2 ``INTER_LINEAR`` along one axis: per output index, two source indices and their 11-bit weights.
+
+    The source position is ``(x + 0.5) * src / dst - 0.5`` in float32. Taps outside the image are moved onto
+    the edge pixel; OpenCV's horizontal pass also gives that pixel the full weight (``clamp_weights``), its
+    vertical pass keeps the fractional weights (which changes the fixed-point rounding).
+    """
+    pos = ((np.arange(dst) + 0.5) * (1.0 / (dst / src)) - 0.5).astype(np.float32)
+    first = np.floor(pos).astype(np.int64)
+    frac = pos - first.astype(np.float32)
+    if clamp_weights:
+        frac[(first < 0) | (first >= src - 1)] = 0.0
+        first = np.clip(first, 0, src - 1)
+    weight_first = np.rint((np.float32(1) - frac) * np.float32(_COEF_SCALE)).astype(np.int32)
+    weight_second = np.rint(frac * np.float32(_COEF_SCALE)).astype(np.int32)
+    return np.clip(first, 0, src - 1), np.clip(first + 1, 0, src - 1), weight_first, weight_second
+
+
+def resize_bilinear(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize reproducing ``cv2.resize(..., INTER_LINEAR)`` on uint8 (no antialiasing when shrinking).
+
+    Integer arithmetic as OpenCV's kernels: 11-bit weights, a horizontal pass, then a vertical pass that keeps
+    the high 16 bits of each product and rounds with ``(t + 2) >> 2``. Bit-identical to OpenCV 4.10 on the
+    random sizes (1..600 pixels, shrinking and enlarging) it was checked against.
+
+    Args:
+        img: (H, W, C) uint8.
+        size: output (h, w).
+
+    Returns:
+        (h, w, C) uint8.
+    """
+    y0, y1, wy0, wy1 = _linear_taps(img.shape[0], size[0], clamp_weights=False)
+    x0, x1, wx0, wx1 = _linear_taps(img.shape[1], size[1], clamp_weights=True)
+    pixels = img.astype(np.int32)  # every intermediate below fits in 27 bits
+    rows = pixels[:, x0] * wx0[:, None] + pixels[:, x1] * wx1[:, None]  # (H, w, C), scaled by 2^11
+    top = ((rows[y0] >> 4) * wy0[:, None, None]) >> 16  # (h, w, C)
+    bottom = ((rows[y1] >> 4) * wy1[:, None, None]) >> 16
+    return np.clip((top + bottom + 2) >> 2, 0, 255).astype(np.uint8)
+
+
+def resize_nearest(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize with ``cv2.resize(..., INTER_NEAREST)`` sampling: source = floor(x * src / dst).
+
+    Args:
+        label: (H, W) array of any dtype.
+        size: output (h, w).
+
+    Returns:
+        (h, w) array of ``label``'s dtype, containing only values of ``label``.
+    """
+    (height, width), (new_h, new_w) = label.shape[:2], size
+    rows = np.minimum(np.floor(np.arange(new_h) * (1.0 / (new_h / height))).astype(np.int64), height - 1)
+    cols = np.minimum(np.floor(np.arange(new_w) * (1.0 / (new_w / width))).astype(np.int64), width - 1)
+    return label[rows[:, None], cols[None, :]]
+
+
+def resize_keep_ratio(
+    img: np.ndarray, label: np.ndarray | None, scale: tuple[int, int], ratio: float = 1.0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """mmseg 0.11 ``Resize(keep_ratio=True)``: mmcv ``imrescale`` of the image (bilinear) and label (nearest).
+
+    Args:
+        img: (H, W, 3) uint8.
+        label: (H, W) uint8, or None to resize the image only.
+        scale: (long, short) edge bound, e.g. ADE20K's (2048, 512) (SPEC A3 ``img_scale``).
+        ratio: multiplies the bound first, truncated to int as mmseg's ``_random_sample_ratio`` does.
+
+    Returns:
+        (image (h, w, 3) uint8, label (h, w) uint8 or None), (h, w) given by :func:`rescale_size`.
+    """
+    bound = (int(scale[0] * ratio), int(scale[1] * ratio))
+    size = rescale_size(img.shape[0], img.shape[1], bound)
+    return resize_bilinear(img, size), None if label is None else resize_nearest(label, size)
+
+
+# ------------------------------------------------------------------------------------------ crop and flip
+def _crop_window(
+    shape: tuple[int, ...], crop_size: tuple[int, int], rng: np.random.Generator
+) -> tuple[slice, slice]:
+    """mmseg ``RandomCrop.get_crop_bbox``: offsets uniform in [0, margin]; the window is clipped by the image."""
+    margin_h, margin_w = max(shape[0] - crop_size[0], 0), max(shape[1] - crop_size[1], 0)
+    top, left = int(rng.integers(0, margin_h + 1)), int(rng.integers(0, margin_w + 1))
+    return slice(top, top + crop_size[0]), slice(left, left + crop_size[1])
+
+
+def crop_is_varied(label: np.ndarray, cat_max_ratio: float, ignore_index: int = IGNORE_INDEX) -> bool:
+    """mmseg ``RandomCrop``'s acceptance test: >1 class and the largest class below ``cat_max_ratio``.
+
+    Args:
+        label: (h, w) uint8 crop.
+        cat_max_ratio: largest allowed fraction of the non-ignored pixels taken by one class.
+        ignore_index: label value left out of the counts.
+
+    Returns:
+        True when at least two classes are present and max count / total count < ``cat_max_ratio``.
+    """
+    counts = np.bincount(label.ravel(), minlength=256)
+    counts[ignore_index] = 0
+    counts = counts[counts > 0]
+    return len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio
+
+
+def random_crop(
+    img: np.ndarray,
+    label: np.ndarray,
+    crop_size: tuple[int, int],
+    cat_max_ratio: float,
+    rng: np.random.Generator,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[np.ndarray, np.ndarray]:
+    """mmseg 0.11 ``RandomCrop``, with the ``cat_max_ratio`` retries of SPEC A3 step 3.
+
+    A window is drawn; when ``cat_max_ratio < 1`` it is redrawn up to 10 times while :func:`crop_is_varied`
+    rejects it, and the last draw is kept even if it fails (as mmseg does). Images smaller than the crop are
+    returned whole (:func:`pad_to` fills them later).
+
+    Args:
+        img: (H, W, 3) uint8.
+        label: (H, W) uint8.
+        crop_size: (h, w) of the window.
+        cat_max_ratio: see :func:`crop_is_varied`; >= 1 disables the retries.
+        rng: source of the offsets (``rng.integers(0, margin + 1)`` for top, then left).
+        ignore_index: label value ignored by the class counts.
+
+    Returns:
+        (image (min(H, h), min(W, w), 3), label (min(H, h), min(W, w))), views into the inputs.
+    """
+    window = _crop_window(label.shape, crop_size, rng)
+    if cat_max_ratio < 1:
+        for _ in range(CAT_MAX_RATIO_TRIES):
+            if crop_is_varied(label[window], cat_max_ratio, ignore_index):
+                break
+            window = _crop_window(label.shape, crop_size, rng)
+    return img[window], label[window]
+
+
+def random_flip(
+    img: np.ndarray, label: np.ndarray, prob: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """mmseg 0.11 ``RandomFlip(direction='horizontal')``: mirror both left-right when ``rng.random() < prob``.
+
+    Args:
+        img: (H, W, 3).
+        label: (H, W).
+        prob: flip probability (0.5 in every SeMask config).
+        rng: one ``rng.random()`` draw.
+
+    Returns:
+        (image, label), both flipped or both unchanged.
+    """
+    if rng.random() < prob:
+        return img[:, ::-1], label[:, ::-1]
+    return img, label
+
+
+# --------------------------------------------------------------------------------------- colour jitter
+_HSV_SHIFT = 12
+# OpenCV RGB2HSV_b tables: round((255 << 12) / v) and round((180 << 12) / (6 * diff)), entry 0 = 0.
+_SAT_DIV = np.concatenate([[0], np.rint((255 << _HSV_SHIFT) / np.arange(1.0, 256))]).astype(np.int32)
+_HUE_DIV = np.concatenate([[0], np.rint((180 << _HSV_SHIFT) / (6.0 * np.arange(1.0, 256)))]).astype(np.int32)
+# OpenCV HSV2RGB sector table: which of (v, v(1-s), v(1-sf), v(1-s(1-f))) gives B, G, R in each 60-degree sector.
+_SECTOR_BGR = np.array([[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]])
+
+
+def rgb_to_hsv(img: np.ndarray) -> np.ndarray:
+    """OpenCV's 8-bit ``cvtColor(RGB2HSV)`` (integer table algorithm), as mmcv ``bgr2hsv`` does on uint8.
+
+    Args:
+        img: (H, W, 3) uint8 RGB.
+
+    Returns:
+        (H, W, 3) uint8 HSV with H in 0..179 (degrees / 2), S and V in 0..255.
+    """
+    rgb = img.astype(np.int32)  # hue * _HUE_DIV stays below 2^25
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    value = rgb.max(axis=-1)
+    diff = value - rgb.min(axis=-1)
+    rounding = 1 << (_HSV_SHIFT - 1)
+    sat = (diff * _SAT_DIV[value] + rounding) >> _HSV_SHIFT
+    hue = np.where(
+        value == red, green - blue, np.where(value == green, blue - red + 2 * diff, red - green + 4 * diff)
+    )
+    hue = (hue * _HUE_DIV[diff] + rounding) >> _HSV_SHIFT
+    hue = np.where(hue < 0, hue + 180, hue)
+    return np.stack([hue, sat, value], axis=-1).astype(np.uint8)
+
+
+def _one_minus_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float32 ``1 - a * b`` rounded once, as the fused multiply-add of OpenCV's SIMD kernel (the float32
+    product is exact in float64)."""
+    return (1.0 - a.astype(np.float64) * b).astype(np.float32)
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """OpenCV's 8-bit ``cvtColor(HSV2RGB)``, as mmcv ``hsv2bgr`` runs it on uint8 images.
+
+    float32 sector formula with the rounding of OpenCV's SIMD kernel (fused ``1 - s * f``, truncation to
+    uint8): identical to OpenCV 4.10 on all 180 x 256 x 256 inputs, except that OpenCV's scalar code for the
+    last (< 32) pixels of some rows rounds instead, a difference of at most 1 grey level.
+
+    Args:
+        hsv: (H, W, 3) uint8 HSV, H in 0..179 (degrees / 2).
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    hue = hsv[..., 0].astype(np.float32) * (np.float32(6) / np.float32(180))  # 0..6, one unit per 60 degrees
+    sat = hsv[..., 1].astype(np.float32) * np.float32(1 / 255)
+    value = hsv[..., 2].astype(np.float32) * np.float32(1 / 255)
+    sector = np.floor(hue).astype(np.int64)
+    frac = hue - sector.astype(np.float32)
+    sector %= 6
+    table = np.stack(
+        [
+            value,
+            value * _one_minus_product(sat, np.float32(1)),
+            value * _one_minus_product(sat, frac),
+            value * _one_minus_product(sat, np.float32(1) - frac),
+        ],
+        axis=-1,
+    )
+    bgr = np.take_along_axis(table, _SECTOR_BGR[sector], axis=-1)  # (H, W, 3)
+    return np.clip(bgr[..., ::-1] * np.float32(255), 0, 255).astype(np.uint8)
+
+
+def _scale_shift(pixels: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    """mmseg ``PhotoMetricDistortion.convert``: float32 ``x * alpha + beta``, clipped to 0..255, truncated to uint8."""
+    return np.clip(pixels.astype(np.float32) * np.float32(alpha) + np.float32(beta), 0, 255).astype(np.uint8)
+
+
+def _random_contrast(
+    img: np.ndarray, rng: np.random.Generator, contrast_range: tuple[float, float]
+) -> np.ndarray:
+    if rng.integers(2):
+        return _scale_shift(img, alpha=rng.uniform(*contrast_range))
+    return img
+
+
+def photometric_distortion(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    brightness_delta: int = 32,
+    contrast_range: tuple[float, float] = (0.5, 1.5),
+    saturation_range: tuple[float, float] = (0.5, 1.5),
+    hue_delta: int = 18,
+) -> np.ndarray:
+    """mmseg 0.11 ``PhotoMetricDistortion`` (SPEC A3 step 5), on the uint8 image as in the official pipeline.
+
+    Each step runs with probability 0.5 (``rng.integers(2)``) and rounds back to uint8 (clip, truncate):
+    brightness ``+ uniform(-32, 32)``; a coin picks whether contrast ``* uniform(0.5, 1.5)`` comes first or
+    last; saturation ``* uniform(0.5, 1.5)`` in 8-bit HSV; hue ``+ integers(-18, 18)`` (numpy ``randint``
+    semantics: -18..17) modulo 180 in 8-bit HSV. Brightness and contrast act per channel, so RGB order gives
+    the same result as mmseg's BGR; so do the HSV round trips.
+
+    Args:
+        img: (H, W, 3) uint8 RGB.
+        rng: source of the draws, in mmseg's order.
+        brightness_delta: max absolute brightness shift, in grey levels.
+        contrast_range: (low, high) contrast factor.
+        saturation_range: (low, high) saturation factor.
+        hue_delta: hue shift bound in OpenCV 8-bit hue units (2 degrees each).
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    if rng.integers(2):
+        img = _scale_shift(img, beta=rng.uniform(-brightness_delta, brightness_delta))
+    contrast_first = rng.integers(2) == 1
+    if contrast_first:
+        img = _random_contrast(img, rng, contrast_range)
+    if rng.integers(2):
+        hsv = rgb_to_hsv(img)
+        hsv[..., 1] = _scale_shift(hsv[..., 1], alpha=rng.uniform(*saturation_range))
+        img = hsv_to_rgb(hsv)
+    if rng.integers(2):
+        hsv = rgb_to_hsv(img)
+        hsv[..., 0] = (hsv[..., 0].astype(np.int64) + rng.integers(-hue_delta, hue_delta)) % 180
+        img = hsv_to_rgb(hsv)
+    if not contrast_first:
+        img = _random_contrast(img, rng, contrast_range)
+    return img
+
+
+# ------------------------------------------------------------------------------------ tensors and padding
+def normalize(img: np.ndarray, mean: Sequence[float] = MEAN, std: Sequence[float] = STD) -> torch.Tensor:
+    """mmcv ``imnormalize``: ``(img - mean) / std`` per channel, as a channel-first tensor.
+
+    Args:
+        img: (H, W, 3) uint8 RGB (already RGB: no channel swap).
+        mean: per-channel RGB mean, 0..255 pixel units.
+        std: per-channel RGB std, 0..255 pixel units.
+
+    Returns:
+        (3, H, W) float32 tensor.
+    """
+    mean32 = np.asarray(mean, dtype=np.float32)
+    inv_std32 = (1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32)
+    pixels = (img.astype(np.float32) - mean32) * inv_std32
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+
+
+def label_to_tensor(label: np.ndarray) -> torch.Tensor:
+    """(H, W) uint8 label array -> (H, W) int64 tensor (a copy)."""
+    return torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
+
+
+def pad_to(
+    img: torch.Tensor, label: torch.Tensor, size: tuple[int, int], ignore_index: int = IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """mmseg 0.11 ``Pad(size=crop_size, pad_val=0, seg_pad_val=255)``: pad at the bottom and right.
+
+    Runs after :func:`normalize`, as in mmseg, so padded image pixels are 0 in normalised units.
+
+    Args:
+        img: (C, H, W) tensor, H <= h and W <= w.
+        label: (H, W) tensor.
+        size: target (h, w).
+        ignore_index: fill value of the label.
+
+    Returns:
+        (image (C, h, w) filled with 0, label (h, w) filled with ``ignore_index``).
+
+    Raises:
+        ValueError: the input is larger than ``size``.
+    """
+    pad_h, pad_w = size[0] - img.shape[-2], size[1] - img.shape[-1]
+    if pad_h < 0 or pad_w < 0:
+        raise ValueError(f"cannot pad a {tuple(img.shape[-2:])} image to the smaller size {tuple(size)}")
+    return F.pad(img, (0, pad_w, 0, pad_h), value=0.0), F.pad(label, (0, pad_w, 0, pad_h), value=ignore_index)
+
+
+# ------------------------------------------------------------------------------------------ pipelines
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """Independent generator for one sample, so augmentations are reproducible across resumes and workers.
+
+    Args:
+        seed: run seed.
+        epoch: epoch number.
+        index: dataset index.
+
+    Returns:
+        ``numpy.random.default_rng([seed, epoch, index])``.
+    """
+    return np.random.default_rng([seed, epoch, index])
+
+
+class TrainTransform:
+    """The SeMask-FPN training pipeline (SPEC A3): resize -> crop -> flip -> photometric -> normalize -> pad.
+
+    Args:
+        crop_size: (h, w) of the crop and of every output, e.g. (512, 512).
+        scale: (long, short) resize bound before the ratio, e.g. (2048, 512).
+        ratios: discrete resize ratios drawn with ``rng.choice`` (SeMask's list ``ratio_range``).
+        ratio_range: (low, high) for a uniform ratio (stock mmseg tuple ``ratio_range``, Cityscapes).
+            Give at most one of ``ratios`` and ``ratio_range``; with neither the ratio is 1.
+        cat_max_ratio: :func:`random_crop` class-balance bound; >= 1 disables it.
+        flip_prob: horizontal flip probability.
+        photometric: whether to apply :func:`photometric_distortion`.
+        mean, std: RGB normalisation, 0..255 pixel units.
+        seed: seed of the transform's own generator, used when ``__call__`` gets no ``rng``.
+
+    Note:
+        With DataLoader workers, pass a per-sample ``rng`` (see :func:`sample_rng`) or call
+        :meth:`set_epoch_seed` per worker: copies of the internal generator in each worker draw the same numbers.
+
+    Raises:
+        ValueError: both ``ratios`` and ``ratio_range`` given, or a non-positive size.
+    """
+
+    def __init__(
+        self,
+        crop_size: tuple[int, int],
+        scale: tuple[int, int],
+        ratios: tuple[float, ...] | None = None,
+        ratio_range: tuple[float, float] | None = None,
+        cat_max_ratio: float = 1.0,
+        flip_prob: float = 0.5,
+        photometric: bool = True,
+        mean: Sequence[float] = MEAN,
+        std: Sequence[float] = STD,
+        seed: int | None = None,
+    ) -> None:
+        if ratios is not None and ratio_range is not None:
+            raise ValueError("give either ratios (discrete choice) or ratio_range (uniform), not both")
+        if min(crop_size) <= 0 or min(scale) <= 0:
+            raise ValueError(f"crop_size {crop_size} and scale {scale} must be positive")
+        self.crop_size = tuple(crop_size)
+        self.scale = tuple(scale)
+        self.ratios = None if ratios is None else tuple(ratios)
+        self.ratio_range = None if ratio_range is None else tuple(ratio_range)
+        self.cat_max_ratio = cat_max_ratio
+        self.flip_prob = flip_prob
+        self.photometric = photometric
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.rng = np.random.default_rng(seed)
+
+    def set_epoch_seed(self, seed: int) -> None:
+        """Reseed the transform's own generator (e.g. from (seed, epoch, worker id))."""
+        self.rng = np.random.default_rng(seed)
+
+    def _sample_ratio(self, rng: np.random.Generator) -> float:
+        if self.ratios is not None:
+            return float(rng.choice(self.ratios))
+        if self.ratio_range is not None:
+            return float(rng.uniform(*self.ratio_range))
+        return 1.0
+
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Augment one pair.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            label: (H, W) uint8, 255 = ignore.
+            rng: generator for this sample; defaults to the transform's own.
+
+        Returns:
+            ``image``: (3, h, w) float32 normalised tensor; ``label``: (h, w) int64 tensor, padding = 255;
+            (h, w) = ``crop_size``.
+        """
+        rng = self.rng if rng is None else rng
+        image, label = resize_keep_ratio(image, label, self.scale, self._sample_ratio(rng))
+        image, label = random_crop(image, label, self.crop_size, self.cat_max_ratio, rng)
+        image, label = random_flip(image, label, self.flip_prob, rng)
+        if self.photometric:
+            image = photometric_distortion(image, rng)
+        image_t, label_t = pad_to(
+            normalize(image, self.mean, self.std), label_to_tensor(label), self.crop_size
+        )
+        return {"image": image_t, "label": label_t}
+
+
+class TestTransform:
+    """The SeMask-FPN single-scale test pipeline (SPEC A3): keep-ratio resize of the image, then normalize.
+
+    The label stays at the original size, since predictions are resized back to it before scoring.
+
+    Args:
+        scale: (long, short) resize bound (the training ``img_scale``), or None to keep the image size.
+        mean, std: RGB normalisation, 0..255 pixel units.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self, scale: tuple[int, int] | None = None, mean: Sequence[float] = MEAN, std: Sequence[float] = STD
+    ) -> None:
+        self.scale = None if scale is None else tuple(scale)
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Prepare one image (and its label) for inference.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            label: (H, W) uint8, or None.
+
+        Returns:
+            ``image``: (3, h, w) float32 normalised tensor, (h, w) from :func:`rescale_size` (or (H, W));
+            ``label`` (only when given): (H, W) int64 tensor, unchanged values.
+        """
+        if self.scale is not None:
+            image, _ = resize_keep_ratio(image, None, self.scale)
+        out = {"image": normalize(image, self.mean, self.std)}
+        if label is not None:
+            out["label"] = label_to_tensor(label)
+        return out

@@ -1,0 +1,172 @@
+"""Whole and slide inference, ms+flip TTA, and the in-memory :class:`Predictor` (SPEC A3 'Test pipeline').
+
+Official source: mmseg 0.11 ``EncoderDecoder.whole_inference`` / ``slide_inference`` / ``aug_test``.
+"""
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semask.data.transforms import normalize, rescale_size
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Autocast context for ``amp`` in {"none", "bf16", "fp16"} (fp16 only on GPU)."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def slide_logits(
+    model: nn.Module, img: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]
+) -> torch.Tensor:
+    """Sliding-window logits (mmseg ``slide_inference``): overlapping crops, logits averaged.
+
+    Args:
+        img: (B, 3, H, W) normalised; crop, stride: (h, w) in pixels.
+
+    Returns:
+        (B, K, H, W) float32 logits.
+    """
+    b, _, h, w = img.shape
+    (ch, cw), (sh, sw) = crop, stride
+    rows = max(h - ch + sh - 1, 0) // sh + 1
+    cols = max(w - cw + sw - 1, 0) // sw + 1
+    logits = count = None
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * sh + ch, h), min(c * sw + cw, w)
+            y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
+            out = model.predict_logits(img[:, :, y1:y2, x1:x2]).float()  # (B, K, y2-y1, x2-x1)
+            if logits is None:
+                logits = img.new_zeros((b, out.shape[1], h, w), dtype=torch.float32)
+                count = img.new_zeros((1, 1, h, w), dtype=torch.float32)
+            logits[:, :, y1:y2, x1:x2] += out
+            count[:, :, y1:y2, x1:x2] += 1
+    return logits / count
+
+
+@dataclass
+class InferenceCfg:
+    """How to turn a normalised image into class probabilities.
+
+    Attributes:
+        mode: ``whole`` or ``slide``.
+        crop, stride: slide window and step (h, w) in pixels.
+        scale: keep-ratio test scale (long, short) or None to infer at the original size.
+        tta_ratios: scale ratios for ms TTA (``(1.0,)`` = single scale).
+        flip: add horizontally flipped passes.
+        amp: ``none`` | ``bf16`` | ``fp16``.
+    """
+
+    mode: str = "whole"
+    crop: tuple[int, int] = (512, 512)
+    stride: tuple[int, int] = (341, 341)
+    scale: tuple[int, int] | None = None
+    tta_ratios: Sequence[float] = (1.0,)
+    flip: bool = False
+    amp: str = "none"
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, img: torch.Tensor, cfg: InferenceCfg) -> torch.Tensor:
+    """Class probabilities at the input size, averaged over the TTA passes (mmseg ``aug_test``).
+
+    Each pass resizes the image (keep ratio, ``cfg.scale`` x ratio; bilinear), infers whole or slide, takes the
+    softmax, un-flips, and resizes back to (H, W); the maps are averaged.
+
+    Args:
+        img: (B, 3, H, W) normalised images.
+
+    Returns:
+        (B, K, H, W) float32 probabilities.
+    """
+    h, w = img.shape[-2:]
+    total, passes = None, 0
+    for ratio in cfg.tta_ratios:
+        if cfg.scale is not None:  # mmseg MultiScaleFlipAug: img_scale * ratio, then keep-ratio rescale
+            size = rescale_size(h, w, (int(cfg.scale[0] * ratio), int(cfg.scale[1] * ratio)))
+        else:
+            size = (max(1, math.floor(h * ratio + 0.5)), max(1, math.floor(w * ratio + 0.5)))
+        x = img if size == (h, w) else F.interpolate(img, size=size, mode="bilinear", align_corners=False)
+        for flip in (False, True) if cfg.flip else (False,):
+            xi = x.flip(-1) if flip else x
+            with autocast(img.device, cfg.amp):
+                if cfg.mode == "slide":
+                    logits = slide_logits(model, xi, cfg.crop, cfg.stride)
+                else:
+                    logits = model.predict_logits(xi)
+            probs = logits.float().softmax(dim=1)
+            if flip:
+                probs = probs.flip(-1)
+            if probs.shape[-2:] != (h, w):
+                probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+            total = probs if total is None else total + probs
+            passes += 1
+    return total / passes
+
+
+def normalize_image(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 normalised with the presets' ImageNet mean/std."""
+    return normalize(image).unsqueeze(0).to(device)
+
+
+class Predictor:
+    """Single-image inference in memory: raw RGB array (or path) in, (H, W) class map out.
+
+    Args:
+        model: a segmenter with ``predict_logits`` (e.g. :class:`semask.SeMaskFPN`).
+        cfg: inference settings (whole/slide, TTA, amp).
+        device: where to run.
+    """
+
+    def __init__(self, model: nn.Module, cfg: InferenceCfg | None = None, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.cfg = cfg or InferenceCfg()
+        self.device = torch.device(device)
+
+    def _load(self, image) -> np.ndarray:
+        if isinstance(image, np.ndarray):
+            return image
+        from semask.data.io import read_image
+
+        return read_image(image)
+
+    def predict(self, image) -> np.ndarray:
+        """Args:
+            image: (H, W, 3) uint8 RGB array, or an image path (EXIF orientation applied).
+
+        Returns:
+            (H, W) int64 class indices at the original size.
+        """
+        x = normalize_image(self._load(image), self.device)
+        return predict_probs(self.model, x, self.cfg)[0].argmax(0).cpu().numpy()
+
+    @torch.no_grad()
+    def predict_priors(self, image) -> list[np.ndarray]:
+        """Argmax of the four semantic-prior maps (strides 4, 8, 16, 32), each resized to (H, W).
+
+        Returns:
+            4 x (H, W) int64 class indices; raises ValueError for models without semantic layers.
+        """
+        img = self._load(image)
+        x = normalize_image(img, self.device)
+        with autocast(self.device, self.cfg.amp):
+            maps = self.model.forward_features(x).semantic_maps
+        if maps is None:
+            raise ValueError("this model has no semantic layers (plain Swin baseline): no prior maps")
+        size = img.shape[:2]
+        return [
+            F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False)[0]
+            .argmax(0)
+            .cpu()
+            .numpy()
+            for m in maps
+        ]

@@ -1,0 +1,303 @@
+"""The training loop, written top to bottom (SPEC A3 recipe; DDP via ``torchrun``).
+
+Iteration-based: AdamW + linear warmup + poly decay, optional bf16/fp16 autocast (losses in fp32), gradient
+clipping, periodic evaluation with best-checkpoint tracking, atomic checkpoints and exact ``--resume``.
+
+Data order is a pure function of (seed, iteration): the global sample stream is a per-epoch permutation, and
+every sample is augmented with its own generator seeded by (seed, stream position). Resuming, or splitting the
+same global batch over several processes, therefore sees exactly the same samples and augmentations.
+"""
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from semask.configs.schema import ExperimentCfg
+from semask.data.datasets import build_dataset
+from semask.data.transforms import TrainTransform
+from semask.engine.checkpoint import load_checkpoint, save_atomic
+from semask.engine.distributed import barrier, init_distributed, is_main
+from semask.engine.evaluate import evaluate
+from semask.engine.inference import InferenceCfg, autocast
+from semask.engine.optim import build_optimizer, lr_at
+from semask.engine.sync_bn import convert_sync_batchnorm
+from semask.errors import SemaskError
+from semask.losses import semask_fpn_loss
+from semask.registry import create_model
+
+
+def build_model(cfg: ExperimentCfg) -> nn.Module:
+    """The network of an experiment, with ImageNet Swin weights when ``model.pretrained`` is set."""
+    model = create_model(
+        cfg.model.arch,
+        num_classes=cfg.model.num_classes,
+        drop_path_rate=cfg.model.drop_path_rate,
+        dropout=cfg.model.dropout,
+        sem_drop=cfg.model.sem_drop,
+        use_checkpoint=cfg.model.use_checkpoint,
+    )
+    if cfg.model.pretrained:
+        from semask.convert import load_imagenet_backbone
+
+        load_imagenet_backbone(model, cfg.model.pretrained)
+    return model
+
+
+class SampleStream(Dataset):
+    """Map-style view of one rank's share of the seeded global sample stream.
+
+    Local index k (counted from iteration 0) -> iteration it = k // B, slot j = k % B -> global stream position
+    (it * world + rank) * B + j -> (epoch, index into that epoch's permutation).
+    """
+
+    def __init__(
+        self, dataset, transform: TrainTransform, seed: int, batch: int, rank: int, world: int
+    ) -> None:
+        self.dataset, self.transform = dataset, transform
+        self.seed, self.batch, self.rank, self.world = seed, batch, rank, world
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(len(self.dataset), generator=g))
+        return self._perm[1]
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        it, j = divmod(k, self.batch)
+        pos = (it * self.world + self.rank) * self.batch + j
+        epoch, idx = divmod(pos, len(self.dataset))
+        item = self.dataset[int(self._permutation(epoch)[idx])]
+        out = self.transform(item["image"], item["label"], rng=np.random.default_rng([self.seed, pos]))
+        return out["image"], out["label"]
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop writes a final checkpoint and stops after the current iteration."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _train_transform(cfg: ExperimentCfg) -> TrainTransform:
+    d = cfg.data
+    return TrainTransform(
+        crop_size=d.crop_size,
+        scale=d.scale,
+        ratios=d.ratios,
+        ratio_range=d.ratio_range,
+        cat_max_ratio=d.cat_max_ratio,
+        flip_prob=d.flip_prob,
+        photometric=d.photometric,
+    )
+
+
+def inference_cfg(cfg: ExperimentCfg, amp: str | None = None) -> InferenceCfg:
+    """Evaluation settings of an experiment (single scale, no flip)."""
+    e = cfg.eval
+    return InferenceCfg(
+        mode=e.mode, crop=e.crop, stride=e.stride, scale=cfg.data.test_scale, amp=amp or cfg.train.amp
+    )
+
+
+def train(
+    cfg: ExperimentCfg,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Train ``cfg`` into ``out_dir`` (config.json, last.pt, best.pt, metrics.jsonl, tb/).
+
+    Args:
+        resume: continue from ``out_dir/last.pt`` (model, optimizer, scaler, RNG, iteration).
+        progress: show a progress bar with loss, lr and ETA.
+        stop_after: pause after this iteration (writes ``last.pt``); ``resume`` continues the same schedule.
+
+    Returns:
+        The last evaluation's metrics (empty dict when no evaluation ran).
+
+    Raises:
+        SemaskError: bad data, a missing checkpoint on resume, or a non-finite loss beyond
+            ``train.max_nonfinite`` skipped iterations (the message names the iteration).
+    """
+    out = Path(out_dir)
+    rank, world, device = init_distributed()
+    t = cfg.train
+    if t.batch_size % world:
+        raise SemaskError(f"train.batch_size={t.batch_size} is not divisible by the {world} processes")
+    local_batch = t.batch_size // world
+    if not resume and (out / "last.pt").exists():
+        raise SemaskError(
+            f"{out / 'last.pt'} exists: pass --resume to continue that run, or choose another --out"
+        )
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.dump(out / "config.json")
+    torch.manual_seed(t.seed)
+    model = build_model(cfg).to(device)
+    net: nn.Module = model
+    if world > 1:
+        model = convert_sync_batchnorm(model, device)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(model, cfg.optim)
+    base_lrs = [cfg.optim.lr for _ in optimizer.param_groups]
+    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
+    start, best, nonfinite = 0, None, 0
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
+        start, best, nonfinite = ckpt["iteration"], ckpt["best"], ckpt.get("nonfinite", 0)
+    else:
+        torch.manual_seed(t.seed + 1 + rank)  # dropout / drop-path streams differ per rank
+
+    train_set = build_dataset(
+        cfg.data.dataset, cfg.data.root, cfg.data.train_split, unknown_label=cfg.data.unknown_label
+    )
+    val_set = build_dataset(
+        cfg.data.dataset, cfg.data.root, cfg.data.val_split, unknown_label=cfg.data.unknown_label
+    )
+    stream = SampleStream(train_set, _train_transform(cfg), t.seed, local_batch, rank, world)
+    loader = DataLoader(
+        stream,
+        batch_size=local_batch,
+        sampler=range(start * local_batch, t.max_iters * local_batch),
+        num_workers=cfg.data.num_workers,
+        generator=torch.Generator(),  # keeps the loader from drawing on the global RNG (exact resume)
+    )
+
+    writer = _tensorboard(out / "tb") if is_main() else None
+    log = (out / "metrics.jsonl").open("a") if is_main() else None
+    stop = _StopFlag()
+    metrics: dict = {}
+
+    def save(path: Path, it: int) -> None:
+        rng = [torch.get_rng_state()]
+        if world > 1:
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if is_main():
+            state = {
+                "model": model.state_dict(),
+                "model_config": model.cfg.to_dict(),
+                "experiment": cfg.to_dict(),
+                "classes": list(train_set.meta.classes),
+                "palette": [list(c) for c in train_set.meta.palette],
+                "iteration": it,
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng,
+                "best": best,
+                "nonfinite": nonfinite,
+            }
+            save_atomic(state, path)
+
+    net.train()
+    bar = tqdm(total=t.max_iters, initial=start, disable=not (progress and is_main()), dynamic_ncols=True)
+    t0 = time.time()
+    try:
+        for it, (images, labels) in zip(range(start, t.max_iters), loader, strict=False):
+            for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                g["lr"] = lr_at(it, base, t)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with autocast(device, t.amp):
+                outputs = net(images)
+            losses = semask_fpn_loss(
+                outputs.logits.float(),
+                None if outputs.prior_logits is None else outputs.prior_logits.float(),
+                labels,
+                cate_weight=t.cate_weight,
+                ohem_min_kept=t.ohem_min_kept,
+            )
+            loss = losses["loss_ce"] + losses.get("loss_cate", 0.0)
+            optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                nonfinite += 1
+                if nonfinite > t.max_nonfinite:
+                    raise SemaskError(
+                        f"non-finite loss ({loss.item()}) at iteration {it}; lower optim.lr, use train.amp=none, "
+                        f"or allow skips with --set train.max_nonfinite=N"
+                    )
+                continue
+            scaler.scale(loss).backward()
+            if cfg.optim.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            bar.update(1)
+            done = it + 1
+            if done % t.log_interval == 0 or done == t.max_iters:
+                scalars = {k: v.detach().item() for k, v in losses.items()} | {
+                    "loss": loss.detach().item(),
+                    "lr": lr_at(it, base_lrs[0], t),
+                }
+                bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}")
+                _log(writer, log, done, scalars | {"time_s": time.time() - t0})
+            if done % t.eval_interval == 0 or done == t.max_iters:
+                metrics = evaluate(
+                    model, val_set, cfg.model.num_classes, inference_cfg(cfg), device, progress
+                )
+                _log(writer, log, done, {k: metrics[k] for k in ("aAcc", "mIoU", "mAcc")})
+                if best is None or metrics["mIoU"] > best:
+                    best = metrics["mIoU"]
+                    save(out / "best.pt", done)
+                net.train()
+            if done == stop_after:
+                save(out / "last.pt", done)
+                break
+            if done % t.ckpt_interval == 0 or done == t.max_iters or stop.signal is not None:
+                save(out / "last.pt", done)
+                barrier()
+            if stop.signal is not None:
+                raise KeyboardInterrupt(f"signal {stop.signal}: checkpoint written at iteration {done}")
+    finally:
+        stop.restore()
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if log is not None:
+            log.close()
+    return metrics
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional; metrics.jsonl is always written
+        return None
+    return SummaryWriter(str(path))
+
+
+def _log(writer, log, step: int, scalars: dict[str, float]) -> None:
+    if writer is not None:
+        for k, v in scalars.items():
+            if not math.isnan(v):
+                writer.add_scalar(k, v, step)
+    if log is not None:
+        log.write(json.dumps({"iter": step} | scalars) + "\n")
+        log.flush()
