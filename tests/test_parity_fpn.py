@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 
 from semask.convert import convert_checkpoint
+from semask.layers.impl import IMPLS, use_impl
 from semask.losses import semask_fpn_loss
 from semask.models.segmenter import SeMaskFPN
 
@@ -68,13 +69,15 @@ def rel_diffs(ours: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], c
     return diffs
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("name", CASES)
-def test_outputs_and_losses_match_official(fixture_path, name):
+def test_outputs_and_losses_match_official(fixture_path, name, impl):
     meta, tensors = load_fixture(fixture_path, name)
     model = convert_fixture(meta, tensors)
     for i, case in enumerate(meta["cases"]):
         x = tensors[f"case{i}.input"]
-        ours = outputs(model, x, full_res=f"case{i}.logits_full_res" in tensors)
+        with use_impl(impl):
+            ours = outputs(model, x, full_res=f"case{i}.logits_full_res" in tensors)
         assert len(ours) == len([k for k in tensors if k.startswith(f"case{i}.")]) - 2  # all but input/label
         diffs = rel_diffs(ours, tensors, i)
         assert all(d <= 1e-4 for d in diffs.values()), diffs

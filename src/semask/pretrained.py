@@ -2,15 +2,21 @@
 
 The JSON is ``{"format": "semask", "config": SeMaskFPNConfig.to_dict(), "semask_version": ...}``; loading is
 strict (every key, every shape), so a file always rebuilds exactly the network that wrote it.
+
+:data:`PRETRAINED` registers weight files by name with their SHA-256 (:class:`PretrainedCfg`); nothing is ever
+downloaded: :func:`load_pretrained` reads a local file and refuses one whose checksum differs.
 """
 
 import hashlib
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from semask.engine.checkpoint import load_weights, read_checkpoint
 from semask.errors import CheckpointError, ConfigError
 from semask.models.segmenter import SeMaskFPN, SeMaskFPNConfig
 
@@ -83,11 +89,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", sha256: str
     Args:
         path: the ``.safetensors`` file (its ``.json`` must sit beside it).
         device: where the model goes.
-        sha256: if given, the expected hex SHA-256 of the ``.safetensors`` file.
+        sha256: if given, the expected hex SHA-256 of the ``.safetensors`` file, checked before reading it.
 
     Raises:
-        CheckpointError: missing/invalid config, unreadable weights, SHA-256 mismatch, or keys/shapes that do not
-            fit the config (each named).
+        CheckpointError: missing/invalid config, unreadable weights, SHA-256 mismatch (naming both digests), or
+            keys/shapes that do not fit the config (each one line, naming the file).
     """
     path = Path(path)
     cfg = read_config(path)
@@ -95,13 +101,62 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", sha256: str
         raise CheckpointError(f"{path}: no such weight file")
     if sha256 is not None and (actual := file_sha256(path)) != sha256.lower():
         raise CheckpointError(f"{path}: SHA-256 is {actual}, expected {sha256} (corrupt or different file)")
-    try:
-        sd = load_file(path)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
     model = SeMaskFPN(cfg)
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:  # torch names every missing/unexpected key and shape mismatch
-        raise CheckpointError(f"{path}: weights do not fit the config in {_json_path(path).name}: {e}") from e
+    load_weights(model, read_checkpoint(path), f"{path} (config {_json_path(path).name})")
     return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------- registered weights
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """A released weight file known by name and checksum. Nothing is downloaded: the user fetches and converts
+    the release (``semask convert``) once, then the file is found in :func:`cache_dir` or given by path.
+
+    Attributes:
+        file: name of the ``.safetensors`` file (its ``.json`` config sits beside it).
+        sha256: hex SHA-256 of ``file``, checked before the file is read.
+        num_classes: head classes K of the weights.
+        source: where the original release comes from and how it was converted (shown when the file is missing).
+    """
+
+    file: str
+    sha256: str
+    num_classes: int
+    source: str = ""
+
+
+PRETRAINED: dict[str, PretrainedCfg] = {}
+"""Registered weights by name, e.g. ``"semask_swin_tiny_fpn.ade20k_512"``; add entries with their SHA-256."""
+
+
+def cache_dir() -> Path:
+    """Where registered weight files are looked for: ``$SEMASK_CACHE``, else ``~/.cache/semask``."""
+    return Path(os.environ.get("SEMASK_CACHE", Path.home() / ".cache" / "semask"))
+
+
+def load_pretrained(
+    name: str, path: str | Path | None = None, device: str | torch.device = "cpu"
+) -> SeMaskFPN:
+    """Load registered weights ``name`` from ``path`` (default: ``cache_dir() / cfg.file``), SHA-256 checked.
+
+    Raises:
+        ConfigError: ``name`` is not registered.
+        CheckpointError: the file is missing (the message says where it was looked for and where it comes from),
+            its SHA-256 differs from the registered one (naming both), it is unreadable, or it does not have
+            the registered number of classes.
+    """
+    if name not in PRETRAINED:
+        raise ConfigError(
+            f"no registered weights {name!r}; registered: {', '.join(sorted(PRETRAINED)) or 'none'}"
+        )
+    cfg = PRETRAINED[name]
+    path = Path(path) if path is not None else cache_dir() / cfg.file
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: weights {name!r} not found (semask downloads nothing; get them from {cfg.source or 'their release'} "
+            "and place the converted file there, or pass its path)"
+        )
+    model = load_model(path, device, sha256=cfg.sha256)
+    if model.num_classes != cfg.num_classes:
+        raise CheckpointError(f"{path}: {model.num_classes} classes, but {name!r} has {cfg.num_classes}")
+    return model

@@ -7,7 +7,7 @@ import sys
 from semask.errors import SemaskError
 
 # sub-modules of semask.cli, each registering one subcommand
-_COMMANDS = ["list", "train", "eval", "predict", "convert", "info"]
+_COMMANDS = ["list", "train", "eval", "predict", "convert", "info", "bench", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,17 +20,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``semask`` console script. Returns the exit code."""
+    """Entry point of the ``semask`` console script. Returns the exit code.
+
+    A :class:`SemaskError` (bad input, file or setting) or an ``OSError`` (e.g. an unwritable output folder)
+    prints one ``error: <message>`` line and returns 2; an interruption (Ctrl-C, or SIGINT/SIGTERM during
+    training, which first saves a checkpoint) prints one ``interrupted: ...`` line and returns 130. ``--debug``
+    shows the traceback instead.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except SemaskError as e:
+    except (SemaskError, OSError) as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if args.debug:
+            raise
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         return 130
 
 

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ratios", type=float, nargs="+", help="ms TTA ratios (default 0.5 .. 1.75)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument(
+        "--unknown-label",
+        choices=["error", "ignore"],
+        help="label values that are not classes: fail naming the file, or ignore them (default: the run's)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=run)
 
@@ -47,9 +53,18 @@ def run(args: argparse.Namespace) -> int:
     if args.tta != "none":
         infer.flip = True
         infer.tta_ratios = tuple(args.ratios or cfg.eval.tta_ratios) if args.tta == "ms-flip" else (1.0,)
-    data = build_dataset(dataset, args.data_root, args.split or cfg.data.val_split)
+    unknown_label = args.unknown_label or cfg.data.unknown_label
+    data = build_dataset(
+        dataset, args.data_root, args.split or cfg.data.val_split, unknown_label=unknown_label
+    )
+    if data.meta.num_classes != model.num_classes:
+        raise ConfigError(
+            f"{args.model} predicts {model.num_classes} classes but the {dataset} dataset in {args.data_root} "
+            f"has {data.meta.num_classes}"
+        )
     with torch.inference_mode():
-        results = evaluate(model.to(device), data, model.num_classes, infer, device)
+        progress = sys.stderr.isatty()  # a bar on a terminal only: logs and pipes get just results and errors
+        results = evaluate(model.to(device), data, model.num_classes, infer, device, progress)
     if is_main():
         if args.json:
             clean = json.loads(json.dumps(results), parse_constant=lambda _: None)  # NaN -> null

@@ -21,6 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, nargs=2, default=(341, 341), metavar=("H", "W"))
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     p.add_argument("--opacity", type=float, default=0.5, help="overlay opacity")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help="refuse images above N pixels (H*W), checked before decoding (default 2**26; 0: no limit)",
+    )
     p.set_defaults(func=run)
 
 
@@ -39,15 +45,28 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Segment every input; bad images are skipped and listed at the end (one ``error:`` line each, exit 1).
+
+    Raises:
+        DataError: no input images were found.
+        ConfigError: ``--priors`` with a model that has no semantic layers.
+        CheckpointError: the model cannot be loaded.
+    """
     import torch
 
-    from semask.data.io import read_image
+    from semask.data.io import MAX_PIXELS, read_image
     from semask.engine.checkpoint import load_trained_model
     from semask.engine.inference import InferenceCfg, Predictor
-    from semask.errors import DataError
+    from semask.errors import ConfigError, DataError
     from semask.visualize import default_palette, label_image, overlay, priors_grid
 
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise DataError(f"no input images found in {' '.join(args.inputs)}")
+    max_pixels = MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
     model, info = load_trained_model(args.model)
+    if args.priors and model.cfg.semantic_attention is None:
+        raise ConfigError(f"--priors: {args.model} is a plain Swin model without semantic layers (no priors)")
     palette = [tuple(c) for c in info.get("palette", default_palette(model.num_classes))]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = InferenceCfg(mode=args.mode, crop=tuple(args.crop), stride=tuple(args.stride), amp=args.amp)
@@ -55,13 +74,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
-    paths = expand_inputs(args.inputs)
-    if not paths:
-        print("error: no input images found", file=sys.stderr)
-        return 2
     for path in paths:
         try:
-            image = read_image(path)
+            image = read_image(path, max_pixels=max_pixels)
         except DataError as e:
             failed.append(str(e))
             continue
@@ -72,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
             priors_grid(predictor.predict_priors(image), palette).save(out / f"{path.stem}_priors.png")
         print(f"{path} -> {out / path.stem}.png")
     if failed:
-        print(f"{len(failed)} of {len(paths)} inputs failed:", file=sys.stderr)
+        print(
+            f"segmented {len(paths) - len(failed)} of {len(paths)} images; {len(failed)} failed (see stderr)"
+        )
         for msg in failed:
-            print(f"  {msg}", file=sys.stderr)
+            print(f"error: {msg}", file=sys.stderr)
         return 1
     return 0

@@ -80,7 +80,7 @@ def _camvid_cpu(arch: str) -> ExperimentCfg:
     """CamVid (11 classes, 480x360) from scratch on a 2-core CPU in under an hour (not a paper row)."""
     return ExperimentCfg(
         name=f"{arch}_camvid-360x480_cpu",
-        model=ModelCfg(arch=arch, num_classes=11, drop_path_rate=0.1),
+        model=ModelCfg(arch=arch, num_classes=11, drop_path_rate=0.0, decoder_channels=128),
         data=DataCfg(
             dataset="camvid",
             crop_size=(288, 384),
@@ -93,12 +93,12 @@ def _camvid_cpu(arch: str) -> ExperimentCfg:
         ),
         optim=OptimCfg(lr=1e-3, weight_decay=0.01),
         train=TrainCfg(
-            max_iters=1600,
+            max_iters=1750,
             batch_size=8,
             warmup_iters=100,
             warmup_ratio=1e-3,
             amp="bf16",
-            eval_interval=400,
+            eval_interval=875,
             ckpt_interval=100,
             log_interval=10,
         ),

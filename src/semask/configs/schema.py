@@ -15,7 +15,8 @@ from semask.errors import ConfigError
 @dataclass
 class ModelCfg:
     """Which network to build. ``pretrained``: ImageNet Swin checkpoint (official MS ``.pth`` or converted);
-    ``dropout``: Dropout2d before the classifier; ``sem_drop``: dropout in the semantic attention."""
+    ``dropout``: Dropout2d before the classifier; ``sem_drop``: dropout in the semantic attention;
+    ``decoder_channels``: Semantic-FPN width (None: the architecture's default)."""
 
     arch: str = "semask_swin_tiny_fpn"
     num_classes: int = 150
@@ -23,6 +24,7 @@ class ModelCfg:
     drop_path_rate: float = 0.3
     dropout: float = 0.1
     sem_drop: float = 0.1
+    decoder_channels: int | None = None
     use_checkpoint: bool = False
 
 

@@ -11,14 +11,19 @@ from pathlib import Path
 
 import torch
 
-from semask.convert import semask_fpn_mmseg, swin_official
+from semask.convert import semask_d2, semask_fpn_mmseg, swin_official
 from semask.convert._rules import KeyReport, read_checkpoint
 from semask.convert.swin_official import load_imagenet_backbone
 from semask.errors import ConfigError
 from semask.models.segmenter import SeMaskFPNConfig
 from semask.pretrained import save_weights, write_safetensors
 
-SOURCES = {"semask-fpn-mmseg": semask_fpn_mmseg.convert, "swin-imagenet": swin_official.convert}
+SOURCES = {
+    "semask-fpn-mmseg": semask_fpn_mmseg.convert,
+    "semask-m2f-d2": semask_d2.convert_m2f,
+    "semask-maskformer-d2": semask_d2.convert_maskformer,
+    "swin-imagenet": swin_official.convert,
+}
 
 
 def convert_checkpoint(

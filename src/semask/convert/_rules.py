@@ -1,23 +1,21 @@
-"""Converter machinery shared by every source format: reading files, regex key rules, key/shape reports.
+"""Converter machinery shared by every source format: regex key rules, key/shape reports, and (re-exported from
+:mod:`semask.engine.checkpoint`) the one safe checkpoint reader.
 
 Conversion is explicit (DESIGN 'convert/'): a few regex rules rename keys, and every checkpoint key left without a
 model counterpart, every required model key left uncovered and every shape mismatch is reported at once.
 """
 
 import math
-import pickle
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from semask.backbones.swin import relative_position_index
+from semask.engine.checkpoint import read_checkpoint  # noqa: F401  (the one safe reader, re-exported)
 from semask.errors import CheckpointError
 from semask.models.segmenter import SeMaskFPN, SeMaskFPNConfig
 
@@ -25,62 +23,6 @@ Rule = tuple[str, str | Callable[[re.Match], str]]
 
 _REL_INDEX = re.compile(r"\.relative_position_index$")
 _REL_TABLE = re.compile(r"\.relative_position_bias_table$")
-
-
-def _numpy_safe_globals() -> list:
-    """numpy objects that official mmcv checkpoints pickle in ``meta`` (arrays, scalars, dtypes).
-
-    Both the numpy 1.x (``numpy.core``) and 2.x (``numpy._core``) names are allowed.
-    """
-    core = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
-    out: list = [np.ndarray, np.dtype] + [type(np.dtype(c)) for c in "?bBhHiIlLqQefdg"]
-    for name in ("_reconstruct", "scalar"):
-        fn = getattr(core, name)
-        out += [(fn, f"numpy.core.multiarray.{name}"), (fn, f"numpy._core.multiarray.{name}")]
-    return out
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a ``.safetensors`` file, or a ``torch.save`` file with ``weights_only=True`` (never unsafe pickle).
-
-    numpy arrays/scalars in an mmcv ``meta`` dict are allowed through an explicit allow-list.
-
-    Raises:
-        CheckpointError: missing, truncated or corrupt file, or a pickle holding other non-tensor objects
-            (the message says how to re-save such a trusted file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(path)
-        except Exception as e:
-            raise CheckpointError(
-                f"{path}: not a readable safetensors file (truncated or corrupt?): {e}"
-            ) from e
-    allowed = _numpy_safe_globals()
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        names = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in allowed}
-        try:
-            unsafe = [u for u in torch.serialization.get_unsafe_globals_in_checkpoint(path) if u not in names]
-        except Exception:
-            unsafe = []
-        if not unsafe:
-            raise CheckpointError(
-                f"{path}: not a readable torch checkpoint (truncated or corrupt?): {e}"
-            ) from e
-        raise CheckpointError(
-            f"{path}: the checkpoint pickles non-tensor objects {unsafe} that semask will not unpickle "
-            "(torch.load weights_only=True). If you trust the file, keep only its weights once, e.g. "
-            "python -c \"import torch; c = torch.load('IN.pth', weights_only=False); "
-            "torch.save({'state_dict': c.get('state_dict', c.get('model', c))}, 'OUT.pth')\", then convert OUT.pth"
-        ) from e
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {e}") from e
 
 
 def unwrap_state_dict(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:

@@ -153,7 +153,8 @@ class SegDataset(torch.utils.data.Dataset):
                     f"{label_path}: label values {values} are not classes of {self.meta.name} "
                     f"({self.meta.num_classes} classes, ignore {self.meta.ignore_index}"
                     f"{', reduce_zero_label' if self.meta.reduce_zero_label else ''}); "
-                    'pass unknown_label="ignore" to ignore them'
+                    "to ignore them pass unknown_label='ignore' (semask train --set data.unknown_label=ignore, "
+                    "semask eval --unknown-label ignore)"
                 )
             mapped[unknown] = self.meta.ignore_index
         return {"image": image, "label": mapped.astype(np.uint8), "path": str(image_path)}

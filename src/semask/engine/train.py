@@ -18,32 +18,35 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 from semask.configs.schema import ExperimentCfg
 from semask.data.datasets import build_dataset
 from semask.data.transforms import TrainTransform
-from semask.engine.checkpoint import load_checkpoint, save_atomic
+from semask.engine.checkpoint import load_checkpoint, load_weights, remove_stale_temp_files, save_atomic
 from semask.engine.distributed import barrier, init_distributed, is_main
 from semask.engine.evaluate import evaluate
 from semask.engine.inference import InferenceCfg, autocast
 from semask.engine.optim import build_optimizer, lr_at
 from semask.engine.sync_bn import convert_sync_batchnorm
-from semask.errors import SemaskError
+from semask.errors import CheckpointError, SemaskError
 from semask.losses import semask_fpn_loss
 from semask.registry import create_model
 
 
 def build_model(cfg: ExperimentCfg) -> nn.Module:
     """The network of an experiment, with ImageNet Swin weights when ``model.pretrained`` is set."""
+    m = cfg.model
+    extra = {} if m.decoder_channels is None else {"decoder_channels": m.decoder_channels}
     model = create_model(
-        cfg.model.arch,
-        num_classes=cfg.model.num_classes,
-        drop_path_rate=cfg.model.drop_path_rate,
-        dropout=cfg.model.dropout,
-        sem_drop=cfg.model.sem_drop,
-        use_checkpoint=cfg.model.use_checkpoint,
+        m.arch,
+        num_classes=m.num_classes,
+        drop_path_rate=m.drop_path_rate,
+        dropout=m.dropout,
+        sem_drop=m.sem_drop,
+        use_checkpoint=m.use_checkpoint,
+        **extra,
     )
     if cfg.model.pretrained:
         from semask.convert import load_imagenet_backbone
@@ -75,17 +78,34 @@ class SampleStream(Dataset):
             self._perm = (epoch, torch.randperm(len(self.dataset), generator=g))
         return self._perm[1]
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor] | SemaskError:
+        """(image, label) of local index ``k``, or the :class:`SemaskError` (a bad file) its loading raised.
+
+        The error is returned, not raised, so that it reaches the training loop as it is: a DataLoader worker's
+        exception arrives re-created with the worker's traceback in its message. :func:`_collate` passes it on.
+        """
         it, j = divmod(k, self.batch)
         pos = (it * self.world + self.rank) * self.batch + j
         epoch, idx = divmod(pos, len(self.dataset))
-        item = self.dataset[int(self._permutation(epoch)[idx])]
+        try:
+            item = self.dataset[int(self._permutation(epoch)[idx])]
+        except SemaskError as err:
+            return err
         out = self.transform(item["image"], item["label"], rng=np.random.default_rng([self.seed, pos]))
         return out["image"], out["label"]
 
 
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor] | SemaskError:
+    """``default_collate`` of a batch of :class:`SampleStream` items, or the first error among them."""
+    errors = [item for item in items if isinstance(item, SemaskError)]
+    return errors[0] if errors else default_collate(items)
+
+
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop writes a final checkpoint and stops after the current iteration."""
+    """SIGINT/SIGTERM set a flag; the loop writes a final checkpoint and stops after the current iteration.
+
+    ``name`` is the signal's name (e.g. ``"SIGTERM"``) once one arrived, else None.
+    """
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -93,6 +113,10 @@ class _StopFlag:
 
     def _handle(self, signum, frame) -> None:
         self.signal = signum
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signal is None else signal.Signals(self.signal).name
 
     def restore(self) -> None:
         for s, h in self._old.items():
@@ -129,6 +153,9 @@ def train(
 ) -> dict:
     """Train ``cfg`` into ``out_dir`` (config.json, last.pt, best.pt, metrics.jsonl, tb/).
 
+    ``last.pt`` is written atomically every ``train.ckpt_interval`` iterations, at the end, on SIGINT/SIGTERM,
+    and (single process) when a bad file or a non-finite loss stops the run, so no finished iteration is lost.
+
     Args:
         resume: continue from ``out_dir/last.pt`` (model, optimizer, scaler, RNG, iteration).
         progress: show a progress bar with loss, lr and ETA.
@@ -138,8 +165,14 @@ def train(
         The last evaluation's metrics (empty dict when no evaluation ran).
 
     Raises:
-        SemaskError: bad data, a missing checkpoint on resume, or a non-finite loss beyond
-            ``train.max_nonfinite`` skipped iterations (the message names the iteration).
+        KeyboardInterrupt: after SIGINT/SIGTERM, once ``last.pt`` is written (the message names the signal,
+            the iteration and the checkpoint).
+        DataError: a bad data folder (before anything is written) or a bad file met during training.
+        CheckpointError: ``resume`` without a readable ``last.pt`` matching the model, or a checkpoint that
+            cannot be written (e.g. a full disk; the previous one stays intact).
+        SemaskError: a non-finite loss beyond ``train.max_nonfinite`` skipped iterations (the message names
+            the iteration), or a batch size not divisible by the number of processes. Errors met during the
+            loop say which iteration the run stopped after and which iteration ``last.pt`` holds.
     """
     out = Path(out_dir)
     rank, world, device = init_distributed()
@@ -151,9 +184,16 @@ def train(
         raise SemaskError(
             f"{out / 'last.pt'} exists: pass --resume to continue that run, or choose another --out"
         )
+    train_set = build_dataset(
+        cfg.data.dataset, cfg.data.root, cfg.data.train_split, unknown_label=cfg.data.unknown_label
+    )
+    val_set = build_dataset(
+        cfg.data.dataset, cfg.data.root, cfg.data.val_split, unknown_label=cfg.data.unknown_label
+    )
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
-        cfg.dump(out / "config.json")
+        for name in ("last.pt", "best.pt"):
+            remove_stale_temp_files(out / name)  # left by a process killed while saving
     torch.manual_seed(t.seed)
     model = build_model(cfg).to(device)
     net: nn.Module = model
@@ -166,26 +206,23 @@ def train(
     start, best, nonfinite = 0, None, 0
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
-        model.load_state_dict(ckpt["model"])
+        load_weights(model, ckpt["model"], str(out / "last.pt"))
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0])
         start, best, nonfinite = ckpt["iteration"], ckpt["best"], ckpt.get("nonfinite", 0)
     else:
         torch.manual_seed(t.seed + 1 + rank)  # dropout / drop-path streams differ per rank
+    if is_main():
+        cfg.dump(out / "config.json")  # only now: a refused resume leaves the run's config as it was
 
-    train_set = build_dataset(
-        cfg.data.dataset, cfg.data.root, cfg.data.train_split, unknown_label=cfg.data.unknown_label
-    )
-    val_set = build_dataset(
-        cfg.data.dataset, cfg.data.root, cfg.data.val_split, unknown_label=cfg.data.unknown_label
-    )
     stream = SampleStream(train_set, _train_transform(cfg), t.seed, local_batch, rank, world)
     loader = DataLoader(
         stream,
         batch_size=local_batch,
         sampler=range(start * local_batch, t.max_iters * local_batch),
         num_workers=cfg.data.num_workers,
+        collate_fn=_collate,
         generator=torch.Generator(),  # keeps the loader from drawing on the global RNG (exact resume)
     )
 
@@ -193,8 +230,11 @@ def train(
     log = (out / "metrics.jsonl").open("a") if is_main() else None
     stop = _StopFlag()
     metrics: dict = {}
+    last = out / "last.pt"
+    done = saved = start  # iterations finished; iteration that last.pt holds
 
     def save(path: Path, it: int) -> None:
+        nonlocal saved
         rng = [torch.get_rng_state()]
         if world > 1:
             gathered = [None] * world
@@ -215,15 +255,19 @@ def train(
                 "nonfinite": nonfinite,
             }
             save_atomic(state, path)
+        if path == last:
+            saved = it
 
     net.train()
     bar = tqdm(total=t.max_iters, initial=start, disable=not (progress and is_main()), dynamic_ncols=True)
     t0 = time.time()
     try:
-        for it, (images, labels) in zip(range(start, t.max_iters), loader, strict=False):
+        for it, batch in zip(range(start, t.max_iters), loader, strict=False):
+            if isinstance(batch, SemaskError):
+                raise batch
             for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 g["lr"] = lr_at(it, base, t)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            images, labels = (x.to(device, non_blocking=True) for x in batch)
             with autocast(device, t.amp):
                 outputs = net(images)
             losses = semask_fpn_loss(
@@ -235,22 +279,22 @@ def train(
             )
             loss = losses["loss_ce"] + losses.get("loss_cate", 0.0)
             optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
+            if torch.isfinite(loss):
+                scaler.scale(loss).backward()
+                if cfg.optim.grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:  # skipped: the weights stay as they were
                 nonfinite += 1
                 if nonfinite > t.max_nonfinite:
                     raise SemaskError(
                         f"non-finite loss ({loss.item()}) at iteration {it}; lower optim.lr, use train.amp=none, "
                         f"or allow skips with --set train.max_nonfinite=N"
                     )
-                continue
-            scaler.scale(loss).backward()
-            if cfg.optim.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            bar.update(1)
             done = it + 1
+            bar.update(1)
             if done % t.log_interval == 0 or done == t.max_iters:
                 scalars = {k: v.detach().item() for k, v in losses.items()} | {
                     "loss": loss.detach().item(),
@@ -267,14 +311,24 @@ def train(
                     best = metrics["mIoU"]
                     save(out / "best.pt", done)
                 net.train()
-            if done == stop_after:
-                save(out / "last.pt", done)
-                break
-            if done % t.ckpt_interval == 0 or done == t.max_iters or stop.signal is not None:
-                save(out / "last.pt", done)
+            stopping = done == stop_after or (stop.signal is not None and done < t.max_iters)
+            if stopping or done % t.ckpt_interval == 0 or done == t.max_iters:
+                save(last, done)
                 barrier()
-            if stop.signal is not None:
-                raise KeyboardInterrupt(f"signal {stop.signal}: checkpoint written at iteration {done}")
+            if done == stop_after:
+                break
+            if stopping:
+                raise KeyboardInterrupt(
+                    f"stopped by {stop.name} after iteration {done} of {t.max_iters}; checkpoint saved to {last} "
+                    "(continue with --resume)"
+                )
+    except CheckpointError:
+        raise  # writing a checkpoint failed: there is nothing more to save
+    except SemaskError as err:  # a bad file or a non-finite loss: keep the finished iterations, then stop
+        if world == 1 and done > saved:
+            save(last, done)
+        held = f"{last} holds iteration {saved}" if last.is_file() else "no checkpoint was written"
+        raise type(err)(f"{err} (training stopped after iteration {done}; {held})") from None
     finally:
         stop.restore()
         bar.close()

@@ -9,9 +9,36 @@ from typing import Literal
 import torch
 from torch import nn
 
-from semask.layers.windows import pad_to_multiple, window_partition, window_reverse
+from semask.layers.impl import get_impl
+from semask.layers.windows import from_windows, to_windows
 
 SemanticMode = Literal["window", "global"]
+
+# fast path: rows of Q per chunk are capped so that one chunk's scores hold at most this many elements per image
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def semantic_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(Q K^T) V``: single head, no 1/sqrt(K) scaling, no mask (SPEC A2).
+
+    ``reference`` materialises the (B', N, N) scores. ``fast`` splits the queries into chunks of at most
+    2^22 / N rows, so the global semantic layer (N = h*w) needs memory linear in N; windowed layers and small
+    maps (N <= 2048) run as one chunk. Plain matmul + softmax beat ``scaled_dot_product_attention`` here on CPU
+    (K != C forces its math kernel; zero-padding Q, K to C for the fused kernel was 1.05-1.8x slower in fp32
+    and 2-4x slower in bf16 on Swin-T shapes), so both implementations use the same kernel.
+
+    Args:
+        q: (B', N, K) class-space queries; k: (B', N, K) keys; v: (B', N, C) values.
+
+    Returns:
+        (B', N, C).
+    """
+    n = k.shape[1]
+    chunk = max(1, _CHUNK_ELEMENTS // n)
+    kt = k.transpose(-2, -1)  # (B', K, N)
+    if get_impl() == "reference" or n <= chunk:
+        return (q @ kt).softmax(dim=-1) @ v
+    return torch.cat([(qc @ kt).softmax(dim=-1) @ v for qc in q.split(chunk, dim=1)], dim=1)  # (B', N, C)
 
 
 class SemanticAttention(nn.Module):
@@ -44,10 +71,8 @@ class SemanticAttention(nn.Module):
             ``(q, out)``: q (B', N, K) prior logits, out (B', N, C).
         """
         q = self.mlp_cls_q(x)  # (B', N, K)
-        k = self.mlp_cls_k(x)  # (B', N, K)
-        v = self.mlp_v(x)  # (B', N, C)
-        attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)  # (B', N, N)
-        f = self.proj_drop(self.mlp_res(attn @ v))  # (B', N, C)
+        attn = semantic_attention(q, self.mlp_cls_k(x), self.mlp_v(x))  # (B', N, C)
+        f = self.proj_drop(self.mlp_res(attn))
         if self.gamma is not None:
             f = self.gamma * f
         return q, f + x
@@ -105,15 +130,12 @@ class SemanticLayer(nn.Module):
         Returns:
             ``(out, prior)``: out (B, h*w, C); prior (B, K, h, w) raw logits of the last block's Q.
         """
-        b, n, c = x.shape
+        b = x.shape[0]
         x = self.norm1(x)
         if self.mode == "global":
             q, x = self._blocks(x)  # (B, N, K), (B, N, C)
-            return x, q.transpose(1, 2).reshape(b, -1, h, w)
-        m = self.window_size
-        xp = pad_to_multiple(x.view(b, h, w, c), m)  # (B, hp, wp, C)
-        hp, wp = xp.shape[1:3]
-        q, xw = self._blocks(window_partition(xp, m))  # (B*nW, M*M, K), (B*nW, M*M, C)
-        x = window_reverse(xw, m, hp, wp)[:, :h, :w].reshape(b, n, c)
-        q = window_reverse(q, m, hp, wp)[:, :h, :w]  # (B, h, w, K)
-        return x, q.permute(0, 3, 1, 2).contiguous()
+        else:
+            m = self.window_size
+            q, x = self._blocks(to_windows(x, h, w, m))  # (B*nW, M*M, K), (B*nW, M*M, C)
+            q, x = from_windows(q, h, w, m), from_windows(x, h, w, m)  # (B, N, K), (B, N, C)
+        return x, q.transpose(1, 2).reshape(b, -1, h, w)  # (B, K, h, w)

@@ -1,0 +1,231 @@
+"""SeMask-FPN speed and memory table: ``reference`` vs ``fast`` attention, fp32 vs bf16 autocast, onnxruntime.
+
+Run on a quiet machine (nothing else computing), from the repository root:
+
+    python benchmarks/bench_fpn.py [--threads N] [--reps 10] [--warmup 2] [--json results.json] \
+        [--checkpoint runs/camvid_semask --data-root data/camvid]
+    python benchmarks/bench_fpn.py --quick   # seconds-long smoke check (tiny model and sizes)
+
+Latencies come from ONE process, with the variants interleaved round-robin over the repetitions (so drift hits all
+alike); each variant's ratio is its median over the reference fp32 median. Peak memory is the RSS growth of a fresh
+``semask bench`` process per (variant, size) (the RSS high-water mark cannot be reset within a process). Sizes are
+written W x H. Tables:
+
+1. whole-image inference (full-resolution logits), SeMask-T FPN: 512x512 with K=150 and 768x768 with K=19;
+   variants reference fp32, fast fp32, fast bf16, onnxruntime fp32 (the ONNX export, see ``semask export``);
+2. training step (forward, loss, backward, AdamW), batch 2, 512x512, K=150: reference fp32 vs fast bf16;
+3. peak memory of inference at 1024x512, 2048x1024, 4096x2048 (K=150, stages 2-3 global) per implementation;
+4. with ``--checkpoint`` and ``--data-root`` (CamVid): identical argmax pixels of fast bf16 vs fast fp32 on val.
+"""
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import semask
+from semask.benchmark import Step, bench_subprocess, inference_step, summarize, time_round_robin, train_step
+
+VARIANTS = {
+    "reference fp32": ("reference", "none"),
+    "fast fp32": ("fast", "none"),
+    "fast bf16": ("fast", "bf16"),
+}
+TARGETS = {"fast fp32": 0.70, "fast bf16": 0.45}
+TRAIN_TARGET = 0.80
+
+
+def onnxruntime_step(model: torch.nn.Module, images: torch.Tensor, folder: Path) -> Step | None:
+    """Export ``model`` and return a step running it in onnxruntime, or None when onnx tools are missing."""
+    try:
+        import onnxruntime as ort
+
+        from semask.export import export_onnx
+    except ImportError:
+        return None
+    path = export_onnx(model, folder / "model.onnx", size=tuple(images.shape[-2:]))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"images": images.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def peak_mb(arch: str, size: tuple[int, int], num_classes: int, impl: str, amp: str, train: bool, batch: int):
+    """Peak memory (MiB) of one step of a variant, measured by ``semask bench`` in a fresh process."""
+    args = [arch, "--size", *map(str, size), "--num-classes", str(num_classes), "--impl", impl, "--amp", amp]
+    args += ["--batch", str(batch), "--iters", "1", "--warmup", "0"] + (["--train"] if train else [])
+    result = bench_subprocess(args)
+    return result.get("peak_mem_mb", result.get("error"))
+
+
+def with_ratios(times: dict[str, list[float]], batch: int, memory: dict[str, object]) -> list[dict]:
+    base = summarize(times["reference fp32"], batch)["median_s"]
+    rows = []
+    for name, t in times.items():
+        row = {"variant": name} | summarize(t, batch, memory.get(name))
+        rows.append(row | {"ratio": row["median_s"] / base})
+    return rows
+
+
+def inference_table(
+    arch: str, num_classes: int, size: tuple[int, int], args: argparse.Namespace
+) -> list[dict]:
+    torch.manual_seed(0)
+    model = semask.create_model(arch, num_classes=num_classes).eval()
+    images = torch.randn(1, 3, *size)
+    steps = {name: inference_step(model, images, impl, amp) for name, (impl, amp) in VARIANTS.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        ort = onnxruntime_step(model, images, Path(folder))
+        if ort is not None:
+            steps["onnxruntime fp32"] = ort
+        times = time_round_robin(steps, args.warmup, args.reps)
+    memory = {n: peak_mb(arch, size, num_classes, i, a, False, 1) for n, (i, a) in VARIANTS.items()}
+    return with_ratios(times, 1, memory)
+
+
+def train_table(arch: str, size: tuple[int, int], batch: int, args: argparse.Namespace) -> list[dict]:
+    torch.manual_seed(0)
+    model = semask.create_model(arch, num_classes=150)
+    images, labels = torch.randn(batch, 3, *size), torch.randint(0, 150, (batch, *size))
+    variants = {"reference fp32": ("reference", "none"), "fast bf16": ("fast", "bf16")}
+    steps = {n: train_step(copy.deepcopy(model), images, labels, i, a) for n, (i, a) in variants.items()}
+    times = time_round_robin(steps, args.warmup, args.reps)
+    memory = {n: peak_mb(arch, size, 150, i, a, True, batch) for n, (i, a) in variants.items()}
+    return with_ratios(times, batch, memory)
+
+
+def fits_in_memory(size: tuple[int, int], impl: str) -> bool:
+    """False when the reference's quadratic global attention (2 x N^2 fp32, N = stride-16 tokens) would need
+    more than 70% of the available RAM (it would be killed, or push other processes out)."""
+    if impl != "reference":
+        return True
+    n = ((size[0] + 15) // 16) * ((size[1] + 15) // 16)
+    with open("/proc/meminfo") as f:
+        available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    return 2 * n * n * 4 < 0.7 * available
+
+
+def label(size: tuple[int, int]) -> str:
+    """(H, W) -> "WxH", the usual way to write image sizes."""
+    return f"{size[1]}x{size[0]}"
+
+
+def memory_table(arch: str, sizes: list[tuple[int, int]]) -> list[dict]:
+    rows = []
+    for impl in ("fast", "reference"):
+        for size in sizes:
+            mb = peak_mb(arch, size, 150, impl, "none", False, 1) if fits_in_memory(size, impl) else "skipped"
+            rows.append({"impl": impl, "size": label(size), "peak_mem_mb": mb})
+    return rows
+
+
+def camvid_agreement(checkpoint: str, data_root: str, limit: int | None) -> dict:
+    """Percentage of val pixels whose argmax is identical between fast bf16 and fast fp32 (run's eval settings)."""
+    from semask.configs import ExperimentCfg
+    from semask.data.datasets import build_dataset
+    from semask.engine.checkpoint import load_trained_model
+    from semask.engine.inference import normalize_image, predict_probs
+    from semask.engine.train import inference_cfg
+
+    model, info = load_trained_model(checkpoint)
+    cfg = ExperimentCfg.from_dict(info["experiment"]) if "experiment" in info else ExperimentCfg()
+    infer = inference_cfg(cfg, amp="none")
+    data = build_dataset("camvid", data_root, "val")
+    count = len(data) if limit is None else min(limit, len(data))
+    same = total = 0
+    with semask.use_impl("fast"):
+        for i in range(count):
+            x = normalize_image(data.load(i)["image"])
+            fp32 = predict_probs(model, x, infer).argmax(1)  # (1, H, W)
+            bf16 = predict_probs(model, x, replace(infer, amp="bf16")).argmax(1)
+            same += int((fp32 == bf16).sum())
+            total += fp32.numel()
+    return {"images": count, "identical_argmax_pct": 100.0 * same / total}
+
+
+def fmt_mb(value: object) -> str:
+    """A peak-memory cell: MiB, ``n/a`` (not measured) or the failure message."""
+    return f"{value:.0f}" if isinstance(value, float) else "n/a" if value is None else str(value)
+
+
+def print_rows(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    print(
+        f"  {'variant':18s} {'median ms':>10s} {'min ms':>9s} {'images/s':>9s} {'peak MiB':>9s} {'ratio':>6s}"
+    )
+    for r in rows:
+        print(
+            f"  {r['variant']:18s} {r['median_s'] * 1e3:10.1f} {r['min_s'] * 1e3:9.1f} "
+            f"{r['images_per_s']:9.2f} {fmt_mb(r['peak_mem_mb']):>9s} {r['ratio']:6.2f}"
+        )
+
+
+def print_memory(rows: list[dict], sizes: list[tuple[int, int]]) -> None:
+    print("\nPeak memory of whole-image inference (RSS growth, MiB), K=150, stages 2-3 global")
+    for r in rows:
+        print(f"  {r['impl']:10s} {r['size']:>10s} {fmt_mb(r['peak_mem_mb']):>10s}")
+    peak = {(r["impl"], r["size"]): r["peak_mem_mb"] for r in rows}
+    scale = (sizes[-1][0] * sizes[-1][1]) / (sizes[0][0] * sizes[0][1])
+    for impl in ("fast", "reference"):
+        small, large = peak[impl, label(sizes[0])], peak[impl, label(sizes[-1])]
+        if isinstance(small, float) and isinstance(large, float) and small > 0:
+            verdict = "linear" if large <= 1.3 * scale * small else "NOT linear"
+            print(
+                f"  {impl}: largest/smallest = {large / small:.1f} for {scale:.0f}x pixels "
+                f"(target <= {1.3 * scale:.1f}): {verdict}"
+            )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, help="torch/onnxruntime threads (default: torch's)")
+    p.add_argument("--reps", type=int, default=10, help="timed rounds over all variants")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs per variant first")
+    p.add_argument("--checkpoint", help="CamVid run folder or checkpoint for the bf16 argmax agreement")
+    p.add_argument("--data-root", help="CamVid root (SegNet layout) for --checkpoint")
+    p.add_argument("--json", help="also write all results to this JSON file")
+    p.add_argument("--quick", action="store_true", help="tiny model and sizes, 2 rounds: a smoke check")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the memory subprocesses
+    arch = "semask_swin_test_fpn" if args.quick else "semask_swin_tiny_fpn"
+    s = 8 if args.quick else 1  # sizes are divided by s
+    if args.quick:
+        args.reps, args.warmup = 2, 1
+    print(f"{arch}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.reps} rounds")
+    s512, s768 = (512 // s, 512 // s), (768 // s, 768 // s)
+    results = {
+        f"inference {label(s512)} K=150": inference_table(arch, 150, s512, args),
+        f"inference {label(s768)} K=19": inference_table(arch, 19, s768, args),
+        f"training step batch 2 {label(s512)} K=150": train_table(arch, s512, 2, args),
+    }
+    for title, rows in results.items():
+        print_rows(title, rows)
+    print(
+        f"  targets: fast fp32 <= {TARGETS['fast fp32']}, fast bf16 <= {TARGETS['fast bf16']} (inference); "
+        f"training fast bf16 <= {TRAIN_TARGET}"
+    )
+    sizes = [(512 // s, 1024 // s), (1024 // s, 2048 // s), (2048 // s, 4096 // s)]  # (H, W)
+    results["memory"] = memory_table(arch, sizes)
+    print_memory(results["memory"], sizes)
+    if args.checkpoint and args.data_root:
+        results["camvid bf16 vs fp32"] = agree = camvid_agreement(
+            args.checkpoint, args.data_root, 2 if args.quick else None
+        )
+        print(
+            f"\nCamVid val, fast bf16 vs fp32: {agree['identical_argmax_pct']:.3f}% identical argmax pixels "
+            f"over {agree['images']} images (target >= 99.5%)"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

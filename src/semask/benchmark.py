@@ -1,0 +1,152 @@
+"""Latency and peak-memory measurement shared by ``semask bench`` and ``benchmarks/bench_fpn.py``.
+
+A *step* is a zero-argument callable doing one unit of work (an inference pass or a training step); the timers
+run steps and return wall-clock seconds. Peak memory is process-wide (RSS high-water mark on CPU), so each
+measurement of it needs a fresh process: :func:`bench_subprocess` runs ``semask bench --json`` in one.
+"""
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from semask.engine.inference import autocast
+from semask.layers.impl import use_impl
+from semask.losses import semask_fpn_loss
+
+Step = Callable[[], object]
+
+
+def inference_step(model: nn.Module, images: torch.Tensor, impl: str, amp: str) -> Step:
+    """Whole-image inference, as ``mode=whole`` evaluation runs it: full-resolution logits.
+
+    Args:
+        model: a segmenter with ``predict_logits`` (put in eval mode here).
+        images: (B, 3, H, W) normalised images on the model's device.
+        impl: ``"fast"`` or ``"reference"`` (see :mod:`semask.layers.impl`).
+        amp: ``"none"``, ``"bf16"`` or ``"fp16"``.
+
+    Returns:
+        A step returning the (B, K, H, W) logits.
+    """
+    model.eval()
+
+    def step() -> torch.Tensor:
+        with use_impl(impl), torch.inference_mode(), autocast(images.device, amp):
+            return model.predict_logits(images)
+
+    return step
+
+
+def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, impl: str, amp: str) -> Step:
+    """One full training step: forward, SeMask-FPN loss (L1 + 0.4 L2), backward, AdamW update.
+
+    Args:
+        model: a SeMask FPN segmenter (put in train mode here; its weights change with every step).
+        images: (B, 3, H, W) normalised images; labels: (B, H, W) int64 class indices.
+        impl, amp: as in :func:`inference_step`.
+
+    Returns:
+        A step returning the total loss (a 0-dim tensor).
+    """
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+    def step() -> torch.Tensor:
+        with use_impl(impl):
+            with autocast(images.device, amp):
+                out = model(images)
+            prior = None if out.prior_logits is None else out.prior_logits.float()  # None: Swin baseline
+            losses = semask_fpn_loss(out.logits.float(), prior, labels)
+            loss = losses["loss_ce"] + losses.get("loss_cate", 0.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_round_robin(
+    steps: dict[str, Step], warmup: int, iters: int, device: torch.device | str = "cpu"
+) -> dict[str, list[float]]:
+    """Time several steps interleaved, so machine drift (thermal, other load) hits them all alike.
+
+    Each step first runs ``warmup`` times untimed; then ``iters`` rounds run every step once, in turn.
+
+    Args:
+        steps: name -> step.
+        device: where the steps run (CUDA is synchronised around each timed call).
+
+    Returns:
+        name -> ``iters`` wall-clock times in seconds.
+    """
+    device = torch.device(device)
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(iters):
+        for name, step in steps.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            step()
+            _synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MiB (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (``getrusage``; KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summarize(times: list[float], batch: int, peak_mem_mb: float | None = None) -> dict[str, float | None]:
+    """``median_s``, ``min_s`` (seconds per step), ``images_per_s`` (from the median) and ``peak_mem_mb``."""
+    median = statistics.median(times)
+    return {
+        "median_s": median,
+        "min_s": min(times),
+        "images_per_s": batch / median,
+        "peak_mem_mb": peak_mem_mb,
+        "iters": len(times),
+    }
+
+
+def bench_subprocess(args: list[str], timeout_s: float | None = None) -> dict:
+    """Run ``semask bench ARGS --json`` in a fresh Python process and return its JSON result.
+
+    Args:
+        args: command-line arguments after ``semask bench`` (e.g. ``["semask_swin_tiny_fpn", "--size", ...]``).
+        timeout_s: give up after this many seconds.
+
+    Returns:
+        The parsed JSON object, or ``{"error": message}`` when the process failed (e.g. out of memory).
+    """
+    cmd = [sys.executable, "-m", "semask", "bench", *args, "--json"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        return {"error": tail}
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,0 +1,103 @@
+"""``semask bench MODEL --size H W [--batch B] [--amp none|bf16] [--impl fast|reference] [--train] [--json]``.
+
+Times whole-image inference (full-resolution logits) or, with ``--train``, a full training step on random data;
+reports median and min seconds per step, images/s and the peak memory of the steps (growth of the RSS high-water
+mark over the RSS after building the model, the input and a 32x32 priming pass, on CPU; peak allocated on CUDA).
+Run one configuration per process: the RSS high-water mark cannot be reset.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from semask.layers.impl import IMPLS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time inference or a training step: latency, images/s, peak memory")
+    p.add_argument("model", help="architecture name (see `semask list`), run folder or checkpoint")
+    p.add_argument(
+        "--size", type=int, nargs=2, metavar=("H", "W"), required=True, help="input size in pixels"
+    )
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype")
+    p.add_argument("--impl", choices=IMPLS, default="fast", help="attention implementation")
+    p.add_argument("--train", action="store_true", help="time forward + loss + backward + AdamW step")
+    p.add_argument("--num-classes", type=int, help="classes K of an architecture (default: its own)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--iters", type=int, default=10, help="timed steps")
+    p.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+
+
+def load_model_arg(spec: str, num_classes: int | None = None):
+    """The network a ``MODEL`` argument names: a registered architecture (random init) or trained weights.
+
+    Args:
+        spec: architecture name, run folder, ``.pt`` training checkpoint or converted ``.safetensors``.
+        num_classes: head classes K for an architecture.
+
+    Returns:
+        The network (``nn.Module``).
+
+    Raises:
+        ConfigError: ``spec`` is neither a registered name nor an existing path, or ``num_classes`` was given
+            for trained weights.
+        CheckpointError: the path holds nothing loadable.
+    """
+    from semask.engine.checkpoint import load_trained_model
+    from semask.errors import ConfigError
+    from semask.registry import create_model, list_models
+
+    if spec in list_models():
+        return create_model(spec, **({} if num_classes is None else {"num_classes": num_classes}))
+    if not Path(spec).exists():
+        raise ConfigError(f"{spec!r} is neither a registered architecture (see `semask list`) nor a path")
+    if num_classes is not None:
+        raise ConfigError("--num-classes applies to architecture names only (trained weights fix K)")
+    return load_trained_model(spec)[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from semask import benchmark
+    from semask.errors import ConfigError
+
+    if args.iters < 1 or args.warmup < 0 or args.batch < 1:
+        raise ConfigError("--iters and --batch must be >= 1 and --warmup >= 0")
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = load_model_arg(args.model, args.num_classes).to(device)
+    h, w = args.size
+    images = torch.randn(args.batch, 3, h, w, device=device)
+    # one untimed 32x32 inference first maps the kernels' code and lazily built state into the process, so the
+    # RSS growth measured below is (mostly) the tensors of the steps
+    benchmark.inference_step(model, images[:1, :, :32, :32], args.impl, args.amp)()
+    if args.train:
+        labels = torch.randint(0, model.num_classes, (args.batch, h, w), device=device)
+        step = benchmark.train_step(model, images, labels, args.impl, args.amp)
+    else:
+        step = benchmark.inference_step(model, images, args.impl, args.amp)
+    rss_before = benchmark.current_rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = benchmark.time_round_robin({"step": step}, args.warmup, args.iters, device)["step"]
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = max(0.0, benchmark.peak_rss_mb() - rss_before)
+    result = benchmark.summarize(times, args.batch, peak)
+    setup = {"model": args.model, "size": [h, w], "batch": args.batch, "impl": args.impl, "amp": args.amp}
+    setup |= {"train": args.train, "device": str(device), "threads": torch.get_num_threads()}
+    if args.json:
+        print(json.dumps(setup | result))
+    else:
+        what = "training step" if args.train else "inference"
+        print(f"{args.model} {what} {args.batch}x3x{h}x{w}  impl={args.impl} amp={args.amp} on {device}")
+        print(
+            f"median {result['median_s'] * 1e3:.1f} ms  min {result['min_s'] * 1e3:.1f} ms  "
+            f"{result['images_per_s']:.2f} images/s  peak memory {peak:.0f} MiB"
+        )
+    return 0

@@ -1,0 +1,191 @@
+"""Official SeMask detectron2 checkpoints (``SeMask-Mask2Former``, ``SeMask-MaskFormer``) -> strict-loading
+:class:`~semask.models.semask_m2f.SeMaskM2F` models.
+
+Input (SPEC A4): ``DetectionCheckpointer`` files ``{'model': state_dict, ...}`` with ``backbone.*``,
+``sem_seg_head.{pixel_decoder,predictor}.*`` and ``criterion.empty_weight``. Our module names equal the official
+keys, so the only changes are: strip ``module.``, undo the head's v1->v2 renaming when it was applied twice
+(``pixel_decoder.pixel_decoder.*``, what loading a dict without ``_metadata`` into the official model produces) or
+not at all (v1 ``sem_seg_head.X``), and check and drop the ``relative_position_index`` buffers. The architecture is
+read from the shapes; the semantic layout (identical keys for windowed and global blocks), the semantic window and
+the head count are not in the weights: they follow the per-project rules (SPEC A7) unless given.
+"""
+
+import logging
+import re
+from dataclasses import replace
+
+import torch
+
+from semask.convert._rules import Rule, compare_keys, pop_relative_position_index, rename, unwrap_state_dict
+from semask.convert.swin_official import infer_swin_arch
+from semask.errors import CheckpointError
+from semask.models.semask_m2f import MASKFORMER_HEAD, SeMaskM2F, SeMaskM2FConfig, project_semantic_layout
+
+logger = logging.getLogger("semask.convert")
+
+_RULES: list[Rule] = [
+    (r"^sem_seg_head\.pixel_decoder\.pixel_decoder\.", "sem_seg_head.pixel_decoder."),
+    (r"^sem_seg_head\.(?!predictor\.|pixel_decoder\.)", "sem_seg_head.pixel_decoder."),
+]
+_PD, _PR = "sem_seg_head.pixel_decoder.", "sem_seg_head.predictor."
+_PRIOR_Q = "backbone.layers.0.semantic_layer.class_injection.0.mlp_cls_q.weight"
+_MF_FFN = _PR + "transformer.decoder.layers.0.linear1.weight"
+_M2F_FFN = _PR + "transformer_ffn_layers.0.linear1.weight"
+SOURCE_NAME = {"mask2former": "semask-m2f-d2", "maskformer": "semask-maskformer-d2"}
+
+
+def _count(sd: dict[str, torch.Tensor], prefix: str) -> int:
+    """Number of indexed submodules ``prefix{i}.`` (max index + 1, 0 if none)."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return 1 + max((int(m[1]) for k in sd if (m := pattern.match(k))), default=-1)
+
+
+def infer_config(
+    sd: dict[str, torch.Tensor],
+    decoder: str,
+    semantic_attention: tuple[str, ...] | None = None,
+    sem_window_size: int | None = None,
+) -> SeMaskM2FConfig:
+    """The :class:`SeMaskM2FConfig` of an official detectron2 state dict (keys already renamed).
+
+    Read from shapes: the Swin size, K (``class_embed`` rows - 1, checked against the priors' ``mlp_cls_q``),
+    N_S, lambda, the head widths, queries, FFN widths and layer counts, MSDeformAttn points (for 8 heads).
+
+    Args:
+        sd: unwrapped, renamed state dict.
+        decoder: ``"mask2former"`` or ``"maskformer"``.
+        semantic_attention: per-stage layout; default: the per-project rule (:func:`project_semantic_layout`).
+        sem_window_size: semantic window; default: as the released configs, the Swin window, except the
+            Cityscapes Mask2Former config (K = 19), which leaves SEM_WINDOW_SIZE at the project default 7.
+
+    Raises:
+        CheckpointError: a key needed for the inference is absent, the checkpoint is of the other project (or a
+            FaPN one), or prior and head class counts differ.
+    """
+    other = "maskformer" if decoder == "mask2former" else "mask2former"
+    if (_MF_FFN if decoder == "mask2former" else _M2F_FFN) in sd:
+        raise CheckpointError(f"this is a {other} checkpoint: convert it with --from {SOURCE_NAME[other]}")
+    if any(k.startswith(_PD + "align_") for k in sd):
+        raise CheckpointError("FaPN / MSFaPN checkpoints (pixel_decoder.align_*) are not supported")
+
+    def shape(key: str) -> torch.Size:
+        if key not in sd:
+            raise CheckpointError(f"not a SeMask {decoder} detectron2 checkpoint: it has no {key!r}")
+        return sd[key].shape
+
+    arch = infer_swin_arch(sd, "backbone.")
+    num_classes = shape(_PR + "class_embed.weight")[0] - 1
+    num_queries, hidden_dim = shape(_PR + "query_embed.weight")
+    mask_dim, conv_dim = shape(_PD + "mask_features.weight")[:2]
+    head = dict(
+        num_classes=num_classes,
+        num_queries=num_queries,
+        hidden_dim=hidden_dim,
+        mask_dim=mask_dim,
+        conv_dim=conv_dim,
+    )
+    cfg = SeMaskM2FConfig(
+        **arch, **head, arch=f"semask_swin_{'m2f' if decoder == 'mask2former' else 'maskformer'}"
+    )
+    if decoder == "maskformer":
+        layers = _count(sd, _PR + "transformer.decoder.layers.")
+        cfg = replace(cfg, **(MASKFORMER_HEAD | dict(dim_feedforward=shape(_MF_FFN)[0], dec_layers=layers)))
+    else:
+        enc = _PD + "transformer.encoder.layers."
+        points, rest = divmod(shape(enc + "0.self_attn.attention_weights.weight")[0], 3 * cfg.nheads)
+        if rest:
+            raise CheckpointError(
+                f"{enc}0.self_attn.attention_weights rows are not 3 levels x {cfg.nheads} heads x points"
+            )
+        cfg = replace(
+            cfg,
+            dim_feedforward=shape(_M2F_FFN)[0],
+            dec_layers=_count(sd, _PR + "transformer_ffn_layers.") + 1,
+            enc_layers=_count(sd, enc),
+            enc_dim_feedforward=shape(enc + "0.linear1.weight")[0],
+            enc_n_points=points,
+        )
+    if _PRIOR_Q not in sd:
+        return replace(cfg, semantic_attention=None, sem_window_size=arch["window_size"])
+    if shape(_PRIOR_Q)[0] != num_classes:
+        raise CheckpointError(
+            f"the semantic layers predict {shape(_PRIOR_Q)[0]} classes but the head {num_classes}"
+        )
+    if sem_window_size is None:
+        sem_window_size = 7 if decoder == "mask2former" and num_classes == 19 else arch["window_size"]
+        logger.info(
+            "semantic window %d (not stored in the weights; pass sem_window_size to change)", sem_window_size
+        )
+    return replace(
+        cfg,
+        semantic_attention=semantic_attention or project_semantic_layout(decoder, num_classes),
+        sem_window_size=sem_window_size,
+        num_sem_blocks=_count(sd, "backbone.layers.0.semantic_layer.class_injection."),
+        use_gamma=any(k.endswith(".gamma") for k in sd),
+    )
+
+
+def meta_shapes(cfg: SeMaskM2FConfig) -> dict[str, torch.Size]:
+    """State-dict shapes of ``SeMaskM2F(cfg)``, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        model = SeMaskM2F(cfg)
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def _convert(
+    ckpt: dict,
+    decoder: str,
+    semantic_attention: tuple[str, ...] | None,
+    num_classes: int | None,
+    window_size: int | None,
+    sem_window_size: int | None,
+) -> tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]:
+    sd = rename(unwrap_state_dict(ckpt), _RULES)
+    cfg = infer_config(sd, decoder, semantic_attention, sem_window_size)
+    for name, given, found in (
+        ("num_classes", num_classes, cfg.num_classes),
+        ("window_size", window_size, cfg.window_size),
+    ):
+        if given is not None and given != found:
+            raise CheckpointError(f"{name}={given} was requested but the checkpoint has {name}={found}")
+    pop_relative_position_index(sd, cfg.window_size)
+    report = compare_keys(sd, meta_shapes(cfg), required=lambda key: key != "criterion.empty_weight")
+    report.raise_if_bad(f"{SOURCE_NAME[decoder]} checkpoint")
+    return cfg, sd
+
+
+def convert_m2f(
+    ckpt: dict,
+    *,
+    semantic_attention: tuple[str, ...] | None = None,
+    num_classes: int | None = None,
+    window_size: int | None = None,
+    sem_window_size: int | None = None,
+) -> tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]:
+    """Convert an official SeMask-Mask2Former checkpoint; the result loads into ``SeMaskM2F(cfg)`` strictly.
+
+    Args:
+        ckpt: ``{'model': state_dict, ...}`` or a bare state dict (``module.`` prefixes allowed).
+        semantic_attention, sem_window_size: see :func:`infer_config`.
+        num_classes, window_size: if given, checked against the weights.
+
+    Returns:
+        ``(cfg, sd)``: the same keys (renamed where needed) minus the ``relative_position_index`` buffers.
+
+    Raises:
+        CheckpointError: a checked setting disagrees, a non-standard ``relative_position_index``, or keys that do
+            not fit (every unmapped, missing and mismatched key is listed).
+    """
+    return _convert(ckpt, "mask2former", semantic_attention, num_classes, window_size, sem_window_size)
+
+
+def convert_maskformer(
+    ckpt: dict,
+    *,
+    semantic_attention: tuple[str, ...] | None = None,
+    num_classes: int | None = None,
+    window_size: int | None = None,
+    sem_window_size: int | None = None,
+) -> tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]:
+    """Convert an official SeMask-MaskFormer checkpoint; arguments, returns and errors as :func:`convert_m2f`."""
+    return _convert(ckpt, "maskformer", semantic_attention, num_classes, window_size, sem_window_size)

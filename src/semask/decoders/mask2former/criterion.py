@@ -1,0 +1,185 @@
+"""Set criterion of SeMask Mask2Former / MaskFormer: matching, class CE, mask BCE|focal + dice, prior CE
+(SPEC A1 'Losses', A7 'Mask2Former criterion', 'MaskFormer criterion', 'loss_cate', 'Loss internals').
+
+Official sources: Mask2Former ``modeling/criterion.py``, MaskFormer v1 ``modeling/criterion.py`` and SeMask's
+``SeMaskSetCriterion`` (adds ``loss_cate`` on the final output; its aux entries are constant 0).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semask.decoders.mask2former.common import MaskPrediction, PredictorOutput
+from semask.decoders.mask2former.matcher import HungarianMatcher, Target
+from semask.decoders.mask2former.points import PointSampler, point_sample
+
+Indices = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def build_targets(labels: torch.Tensor, ignore_index: int = 255) -> list[Target]:
+    """One binary mask per class present, as D2 ``MaskFormerSemanticDatasetMapper`` (``ignore_index`` dropped).
+
+    Args:
+        labels: (B, Hp, Wp) int class map at the padded size (padding = ``ignore_index``).
+
+    Returns:
+        B :class:`Target` s (classes ascending).
+    """
+    targets = []
+    for seg in labels:
+        classes = torch.unique(seg)
+        classes = classes[classes != ignore_index]
+        targets.append(Target(classes.long(), (seg[None] == classes[:, None, None]).float()))
+    return targets
+
+
+def sigmoid_ce_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """Mean BCE-with-logits per mask, summed, / num_masks: (N, P), (N, P) -> ()."""
+    return F.binary_cross_entropy_with_logits(inputs, targets, reduction="none").mean(1).sum() / num_masks
+
+
+def sigmoid_focal_loss(
+    inputs: torch.Tensor, targets: torch.Tensor, num_masks: float, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Mean sigmoid focal loss per mask, summed, / num_masks (MaskFormer v1): (N, P), (N, P) -> ()."""
+    prob = inputs.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (alpha_t * (ce * (1 - p_t) ** gamma)).mean(1).sum() / num_masks
+
+
+def dice_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """1 - (2|X.Y| + 1) / (|X| + |Y| + 1) per mask, summed, / num_masks: (N, P) logits, (N, P) -> ()."""
+    inputs = inputs.sigmoid().flatten(1)
+    numerator = 2 * (inputs * targets).sum(-1)
+    denominator = inputs.sum(-1) + targets.sum(-1)
+    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+
+
+def _num_masks(targets: list[Target], device: torch.device) -> float:
+    """Targets in the batch, averaged over DDP processes, at least 1."""
+    n = torch.as_tensor([float(sum(len(t.labels) for t in targets))], device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(n)
+        n = n / torch.distributed.get_world_size()
+    return torch.clamp(n, min=1).item()
+
+
+class SetCriterion(nn.Module):
+    """Deep-supervised set loss plus the SeMask prior loss.
+
+    Args:
+        num_classes: K.
+        class_weight, mask_weight, dice_weight: loss and matching-cost weights (MaskFormer v1 uses 1 for the
+            class cost and ``loss_ce`` whatever CLASS_WEIGHT says: pass 1).
+        cate_weight: weight of ``loss_cate`` (0.4).
+        no_object_weight: CE weight of the "no object" class (buffer ``empty_weight``, as the official key).
+        num_points: Mask2Former: points for matching and mask losses (12544); None: MaskFormer v1 dense focal.
+        oversample_ratio, importance_sample_ratio: Mask2Former importance sampling (3.0, 0.75).
+        ignore_index: void label.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_weight: float,
+        mask_weight: float,
+        dice_weight: float,
+        cate_weight: float = 0.4,
+        no_object_weight: float = 0.1,
+        num_points: int | None = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.matcher = HungarianMatcher(class_weight, mask_weight, dice_weight, num_points)
+        self.num_points = num_points
+        self.oversample, self.importance = oversample_ratio, importance_sample_ratio
+        self.weights = {
+            "loss_ce": class_weight,
+            "loss_cate": cate_weight,
+            "loss_mask": mask_weight,
+            "loss_dice": dice_weight,
+        }
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = no_object_weight
+        self.register_buffer("empty_weight", empty_weight)
+
+    def _loss_ce(self, pred: MaskPrediction, targets: list[Target], indices: Indices) -> torch.Tensor:
+        """CE over all B*Q queries: matched ones to their class, the rest to "no object" (sum w*l / sum w)."""
+        logits = pred.pred_logits.float()
+        classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
+        for b, ((src, tgt), t) in enumerate(zip(indices, targets, strict=True)):
+            classes[b, src.to(logits.device)] = t.labels[tgt.to(t.labels.device)].to(logits.device)
+        return F.cross_entropy(logits.transpose(1, 2), classes, self.empty_weight)
+
+    def _mask_losses(
+        self,
+        pred: MaskPrediction,
+        targets: list[Target],
+        indices: Indices,
+        num_masks: float,
+        layer: int,
+        sampler: PointSampler,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss_mask, loss_dice) of the matched masks, pairs in batch-major order."""
+        masks = pred.pred_masks.float()  # AMP outputs: losses in fp32
+        src = torch.cat([masks[b, i.to(masks.device)] for b, (i, _) in enumerate(indices)])
+        tgt = torch.cat([t.masks[j.to(t.masks.device)] for t, (_, j) in zip(targets, indices, strict=True)])
+        tgt = tgt.to(src)  # (N, Hp, Wp)
+        if self.num_points is None:  # MaskFormer v1: dense, predictions upsampled to the target size
+            src = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)
+            src, tgt = src.flatten(1), tgt.flatten(1)  # (N, Hp*Wp)
+            return sigmoid_focal_loss(src, tgt, num_masks), dice_loss(src, tgt, num_masks)
+        with torch.no_grad():
+            coords = sampler.loss_coords(
+                layer, src[:, None], self.num_points, self.oversample, self.importance
+            )
+        labels = point_sample(tgt[:, None], coords)[:, 0]  # (N, P)
+        logits = point_sample(src[:, None], coords)[:, 0]
+        return sigmoid_ce_loss(logits, labels, num_masks), dice_loss(logits, labels, num_masks)
+
+    def forward(
+        self,
+        pred: PredictorOutput,
+        prior_logits: torch.Tensor | None,
+        labels: torch.Tensor,
+        sampler: PointSampler | None = None,
+    ) -> tuple[dict[str, torch.Tensor], list[Indices]]:
+        """Unweighted losses in the official key order, and the matching of every prediction set.
+
+        Args:
+            pred: predictor output (final + aux).
+            prior_logits: (B, K, Hp, Wp) prior-decoder logits, or None (no semantic layers: no ``loss_cate``).
+            labels: (B, Hp, Wp) int class map at the padded size, ``ignore_index`` for void and padding.
+            sampler: point source; default :class:`PointSampler` (official random draws).
+
+        Returns:
+            ``(losses, indices)``: ``loss_ce``, ``loss_cate``, ``loss_mask``, ``loss_dice`` and the same with
+            suffix ``_j`` for aux output j (``loss_cate_j`` = 0); indices per layer (0 = final, then aux).
+        """
+        sampler = sampler or PointSampler()
+        targets = build_targets(labels, self.ignore_index)
+        num_masks = _num_masks(targets, labels.device)
+        losses, all_indices = {}, []
+        for layer, p in enumerate([pred, *pred.aux_outputs]):
+            suffix = "" if layer == 0 else f"_{layer - 1}"
+            indices = self.matcher(p.pred_logits, p.pred_masks, targets, layer, sampler)
+            all_indices.append(indices)
+            losses[f"loss_ce{suffix}"] = self._loss_ce(p, targets, indices)
+            if prior_logits is not None:  # once, on the final output; aux entries are constant 0
+                losses[f"loss_cate{suffix}"] = (
+                    F.cross_entropy(prior_logits.float(), labels.long(), ignore_index=self.ignore_index)
+                    if layer == 0
+                    else torch.zeros((), device=labels.device)
+                )
+            mask, dice = self._mask_losses(p, targets, indices, num_masks, layer, sampler)
+            losses[f"loss_mask{suffix}"], losses[f"loss_dice{suffix}"] = mask, dice
+        return losses, all_indices
+
+    def weigh(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Multiply every loss by its weight (suffix ``_j`` shares the base weight), as the official model returns."""
+        return {k: v * self.weights[k.rsplit("_", 1)[0] if k[-1].isdigit() else k] for k, v in losses.items()}

@@ -1,0 +1,143 @@
+"""Hungarian matching of queries to ground-truth masks (SPEC A7 'Mask2Former criterion', 'MaskFormer criterion').
+
+Official sources: Mask2Former ``modeling/matcher.py`` (point-sampled BCE + dice costs) and MaskFormer v1
+``modeling/matcher.py`` (dense focal + dice costs on stride-4 masks). ``scipy`` is imported when matching runs.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from semask.decoders.mask2former.points import PointSampler, point_sample
+
+
+@dataclass
+class Target:
+    """Ground truth of one image (D2 ``MaskFormerSemanticDatasetMapper``).
+
+    Attributes:
+        labels: (n,) int64 classes present, ascending.
+        masks: (n, Hp, Wp) float {0, 1}, one binary mask per class, zero in the padding.
+    """
+
+    labels: torch.Tensor
+    masks: torch.Tensor
+
+
+def batch_sigmoid_ce_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Pairwise mean BCE-with-logits: (N, P) logits, (M, P) targets -> (N, M)."""
+    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    cost = torch.einsum("nc,mc->nm", pos, targets) + torch.einsum("nc,mc->nm", neg, 1 - targets)
+    return cost / inputs.shape[1]
+
+
+def batch_sigmoid_focal_cost(
+    inputs: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Pairwise mean sigmoid focal loss (MaskFormer v1): (N, P) logits, (M, P) targets -> (N, M)."""
+    prob = inputs.sigmoid()
+    pos = (1 - prob) ** gamma * F.binary_cross_entropy_with_logits(
+        inputs, torch.ones_like(inputs), reduction="none"
+    )
+    neg = prob**gamma * F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
+    cost = torch.einsum("nc,mc->nm", pos * alpha, targets) + torch.einsum(
+        "nc,mc->nm", neg * (1 - alpha), 1 - targets
+    )
+    return cost / inputs.shape[1]
+
+
+def batch_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Pairwise dice loss with +1 smoothing: (N, P) logits, (M, P) targets -> (N, M)."""
+    inputs = inputs.sigmoid()
+    numerator = 2 * torch.einsum("nc,mc->nm", inputs, targets)
+    denominator = inputs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+class HungarianMatcher:
+    """Minimum-cost one-to-one assignment of queries to targets, per image.
+
+    cost = class_weight * (-p(target class)) + mask_weight * mask cost + dice_weight * dice cost, where the mask
+    costs are on ``num_points`` shared uniform points (Mask2Former, BCE) or, with ``num_points=None``, on all
+    stride-4 pixels with nearest-downsampled targets (MaskFormer v1, focal).
+
+    Args:
+        class_weight, mask_weight, dice_weight: cost weights.
+        num_points: points per image, or None for dense MaskFormer costs.
+    """
+
+    def __init__(
+        self, class_weight: float, mask_weight: float, dice_weight: float, num_points: int | None
+    ) -> None:
+        self.class_weight, self.mask_weight, self.dice_weight = class_weight, mask_weight, dice_weight
+        self.num_points = num_points
+
+    def cost_matrix(
+        self,
+        pred_logits: torch.Tensor,
+        pred_masks: torch.Tensor,
+        target: Target,
+        layer: int,
+        image: int,
+        sampler: PointSampler,
+    ) -> torch.Tensor:
+        """Weighted matching cost of one image.
+
+        Args:
+            pred_logits: (Q, K+1); pred_masks: (Q, h, w); target: the image's ground truth.
+            layer, image: prediction set (0 = final, j+1 = aux output j) and batch index, for the sampler.
+            sampler: point source (Mask2Former only).
+
+        Returns:
+            (Q, n) float cost, mask + class + dice terms (the official summation order).
+        """
+        pred_logits, pred_masks = pred_logits.float(), pred_masks.float()  # AMP outputs: costs in fp32
+        tgt_mask = target.masks.to(pred_masks)
+        if self.num_points is None:
+            tgt = F.interpolate(tgt_mask[:, None], size=pred_masks.shape[-2:], mode="nearest")[:, 0].flatten(
+                1
+            )
+            out = pred_masks.flatten(1)  # (Q, h*w)
+            cost_mask, cost_dice = batch_sigmoid_focal_cost(out, tgt), batch_dice_cost(out, tgt)
+        else:
+            coords = sampler.matcher_coords(layer, image, self.num_points, pred_masks.device)  # (P, 2)
+            tgt = point_sample(tgt_mask[:, None], coords.expand(tgt_mask.shape[0], -1, -1))[:, 0]  # (n, P)
+            out = point_sample(pred_masks[:, None], coords.expand(pred_masks.shape[0], -1, -1))[
+                :, 0
+            ]  # (Q, P)
+            cost_mask, cost_dice = batch_sigmoid_ce_cost(out, tgt), batch_dice_cost(out, tgt)
+        cost_class = -pred_logits.softmax(-1)[:, target.labels]  # (Q, n)
+        return self.mask_weight * cost_mask + self.class_weight * cost_class + self.dice_weight * cost_dice
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        pred_logits: torch.Tensor,
+        pred_masks: torch.Tensor,
+        targets: list[Target],
+        layer: int,
+        sampler: PointSampler,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Match one prediction set.
+
+        Args:
+            pred_logits: (B, Q, K+1); pred_masks: (B, Q, h, w).
+            targets: B targets.
+            layer: 0 = final, j+1 = aux output j (for the sampler).
+            sampler: point source (official random draws or replayed coordinates).
+
+        Returns:
+            Per image ``(query indices, target indices)``, int64 (k,) each, sorted by query.
+        """
+        from scipy.optimize import linear_sum_assignment
+
+        indices = []
+        for b, tgt in enumerate(targets):
+            cost = self.cost_matrix(pred_logits[b], pred_masks[b], tgt, layer, b, sampler)
+            rows, cols = linear_sum_assignment(cost.cpu())
+            indices.append(
+                (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+            )
+        return indices

@@ -1,0 +1,114 @@
+"""Multi-scale deformable attention in plain PyTorch (Deformable DETR; SPEC A7 'MSDeformAttn layouts').
+
+Official source: ``mask2former/modeling/pixel_decoder/ops/modules/ms_deform_attn.py`` and
+``ms_deform_attn_core_pytorch`` (``functions/ms_deform_attn_func.py``), whose ``grid_sample`` (bilinear,
+align_corners=False, zero padding) has the semantics of the CUDA op. No compiled kernel is needed.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def ms_deform_attn_core(
+    value: torch.Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Bilinear sampling of every level at the given locations, weighted and summed over levels and points.
+
+    Args:
+        value: (B, S, M, D) values of all levels, flattened row-major per level and concatenated
+            (S = sum h_l*w_l), M heads of D channels.
+        spatial_shapes: L x (h_l, w_l).
+        sampling_locations: (B, Lq, M, L, P, 2) normalised (x, y) in [0, 1] (0 = left/top image border).
+        attention_weights: (B, Lq, M, L, P), softmax-normalised over L*P.
+
+    Returns:
+        (B, Lq, M*D), channel = head * D + d.
+    """
+    b, _, m, d = value.shape
+    _, lq, _, num_levels, p, _ = sampling_locations.shape
+    values = value.split([h * w for h, w in spatial_shapes], dim=1)
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        v = values[lvl].flatten(2).transpose(1, 2).reshape(b * m, d, h, w)  # (B*M, D, h, w)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (B*M, Lq, P, 2)
+        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+    weights = attention_weights.transpose(1, 2).reshape(b * m, 1, lq, num_levels * p)  # (B*M, 1, Lq, L*P)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)  # (B*M, D, Lq)
+    return out.view(b, m * d, lq).transpose(1, 2).contiguous()  # (B, Lq, M*D)
+
+
+class MSDeformAttn(nn.Module):
+    """Multi-scale deformable attention (official ``MSDeformAttn``; keys ``sampling_offsets``,
+    ``attention_weights``, ``value_proj``, ``output_proj``).
+
+    Args:
+        d_model: channels C.
+        n_levels: feature levels L.
+        n_heads: heads M (C divisible by M).
+        n_points: sampling points P per head and level.
+
+    Raises:
+        ValueError: d_model not divisible by n_heads.
+    """
+
+    def __init__(self, d_model: int, n_levels: int, n_heads: int, n_points: int) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
+        self.n_levels, self.n_heads, self.n_points = n_levels, n_heads, n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init: zero offsets with a per-head direction grid as bias, zero attention logits."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)  # (M, 2)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.n_heads, 1, 1, 2)
+        grid = grid.repeat(1, self.n_levels, self.n_points, 1)  # (M, L, P, 2)
+        grid = grid * torch.arange(1, self.n_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.view(-1))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        for proj in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        value: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+    ) -> torch.Tensor:
+        """Args:
+            query: (B, Lq, C).
+            reference_points: (B, Lq, L, 2) normalised (x, y) per level.
+            value: (B, S, C) flattened levels (S = sum h_l*w_l).
+            spatial_shapes: L x (h_l, w_l).
+
+        Returns:
+            (B, Lq, C).
+        """
+        b, lq, c = query.shape
+        m, num_levels, p = self.n_heads, self.n_levels, self.n_points
+        v = self.value_proj(value).view(b, value.shape[1], m, c // m)  # (B, S, M, D)
+        offsets = self.sampling_offsets(query).view(b, lq, m, num_levels, p, 2)  # (x, y) last
+        weights = self.attention_weights(query).view(b, lq, m, num_levels * p).softmax(-1)
+        weights = weights.view(b, lq, m, num_levels, p)  # level-major
+        normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
+        locations = (
+            reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        )
+        return self.output_proj(ms_deform_attn_core(v, spatial_shapes, locations, weights))

@@ -1,0 +1,50 @@
+"""Run-time choice between the two implementations of the attention layers.
+
+``reference`` is the plain transcription of the official code (SPEC A2): explicit ``softmax(Q K^T) V``, window
+partition by pad/roll/reshape, shift masks built on every forward; it is also the path that exports to ONNX.
+``fast`` (the default) computes the same math with cached window indices and shift masks, fused
+``scaled_dot_product_attention`` for the Swin window attention where it is faster, and query chunking for the
+global semantic attention (memory linear in the number of pixels). Modules read the choice at forward time, so
+it can be switched on a built model. The setting is process-wide (not per thread).
+"""
+
+import contextlib
+from collections.abc import Iterator
+
+IMPLS = ("fast", "reference")
+_current = "fast"
+
+
+def get_impl() -> str:
+    """The implementation the attention layers use now: ``"fast"`` or ``"reference"``."""
+    return _current
+
+
+def set_impl(name: str) -> None:
+    """Select the attention implementation for every following forward pass.
+
+    Args:
+        name: ``"fast"`` or ``"reference"``.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    global _current
+    if name not in IMPLS:
+        raise ValueError(f"unknown attention implementation {name!r}; choose from {IMPLS}")
+    _current = name
+
+
+@contextlib.contextmanager
+def use_impl(name: str) -> Iterator[None]:
+    """Context manager: ``with semask.use_impl("reference"): ...`` restores the previous choice on exit.
+
+    Raises:
+        ValueError: unknown name.
+    """
+    previous = get_impl()
+    set_impl(name)
+    try:
+        yield
+    finally:
+        set_impl(previous)

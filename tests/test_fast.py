@@ -1,0 +1,135 @@
+"""The ``fast`` and ``reference`` attention implementations (semask.layers.impl) compute the same network.
+
+Small, odd sizes only (memory scaling at large sizes is measured by ``benchmarks/bench_fpn.py``).
+"""
+
+import json
+
+import pytest
+import torch
+
+import semask
+from semask.backbones import swin
+from semask.cli import main
+from semask.layers import semantic_attention
+from semask.layers.impl import IMPLS, get_impl, set_impl, use_impl
+from semask.layers.windows import from_windows, to_windows, window_index
+from semask.losses import semask_fpn_loss
+
+
+def _model(num_classes: int = 7, **overrides) -> torch.nn.Module:
+    """Tiny SeMask with shifted Swin blocks and both semantic layer kinds; lambda = 0.5 so attention matters."""
+    torch.manual_seed(0)
+    kw = dict(depths=(2, 2, 2, 2), semantic_attention=("window", "global", "window", "global"))
+    model = semask.create_model("semask_swin_test_fpn", num_classes=num_classes, **kw | overrides)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(0.5)
+    return model
+
+
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.float() - ref.float()).abs().max() / max(1.0, float(ref.abs().max())))
+
+
+def test_impl_selection():
+    assert get_impl() == "fast"
+    with use_impl("reference"):
+        assert semask.get_impl() == "reference"
+    with pytest.raises(RuntimeError), use_impl("reference"):
+        raise RuntimeError
+    assert get_impl() == "fast"
+    semask.set_impl("reference")
+    set_impl("fast")
+    assert get_impl() == "fast"
+    with pytest.raises(ValueError, match="unknown attention implementation"):
+        set_impl("flash")
+
+
+@pytest.mark.parametrize(("h", "w", "shift"), [(14, 21, 0), (13, 22, 3), (5, 3, 3), (9, 16, 0)])
+def test_window_layouts_agree(h, w, shift):
+    x = torch.randn(2, h * w, 4)
+    with use_impl("reference"):
+        ref = to_windows(x, h, w, 7, shift)
+        back = from_windows(ref * 2, h, w, 7, shift)
+    assert torch.equal(to_windows(x, h, w, 7, shift), ref)
+    assert torch.equal(from_windows(ref * 2, h, w, 7, shift), back)
+    assert torch.equal(back, x * 2)
+
+
+def test_caches_serve_training_after_inference_mode():
+    cpu = torch.device("cpu")
+    window_index.cache_clear()
+    swin.cached_shift_attention_mask.cache_clear()
+    with torch.inference_mode():
+        mask = swin.cached_shift_attention_mask(14, 21, 7, cpu, torch.float32)
+        to_windows(torch.randn(1, 11 * 17, 4), 11, 17, 7, 3)  # caches the window index of an 11 x 17 map
+    x = torch.randn(1, 11 * 17, 4, requires_grad=True)
+    from_windows(to_windows(x, 11, 17, 7, 3), 11, 17, 7, 3).sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    assert not mask.is_inference()
+    assert swin.cached_shift_attention_mask(14, 21, 7, cpu, torch.float32) is mask
+    assert torch.equal(mask, swin.shift_attention_mask(14, 21, 7, cpu))
+    assert swin.cached_shift_attention_mask(14, 21, 7, cpu, torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_chunked_semantic_attention(monkeypatch):
+    monkeypatch.setattr(semantic_attention, "_CHUNK_ELEMENTS", 200)  # 5 query rows per chunk, last one short
+    q, k, v = torch.randn(2, 37, 6), torch.randn(2, 37, 6), torch.randn(2, 37, 10)
+    with use_impl("reference"):
+        ref = semantic_attention.semantic_attention(q, k, v)
+    torch.testing.assert_close(semantic_attention.semantic_attention(q, k, v), ref)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_fast_matches_reference(monkeypatch, train):
+    """Outputs and every parameter gradient, dropout and drop-path on in train mode (same seeds)."""
+    monkeypatch.setattr(semantic_attention, "_CHUNK_ELEMENTS", 256)  # global layers in several query chunks
+    model = _model()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x, label = torch.randn(2, 3, 61, 83), torch.randint(0, 7, (2, 61, 83))
+    results = {}
+    for impl in IMPLS:
+        model.load_state_dict(state)  # BatchNorm running stats change in train mode
+        model.train(train)
+        model.zero_grad()
+        torch.manual_seed(1)
+        with use_impl(impl):
+            out = model(x)
+            losses = semask_fpn_loss(out.logits, out.prior_logits, label)
+            (losses["loss_ce"] + losses["loss_cate"]).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        results[impl] = (out.logits.detach(), out.prior_logits.detach(), grads)
+    (logits, prior, grads), (ref_logits, ref_prior, ref_grads) = results["fast"], results["reference"]
+    assert _rel(logits, ref_logits) <= 1e-4 and _rel(prior, ref_prior) <= 1e-4
+    bad = {n: _rel(g, ref_grads[n]) for n, g in grads.items() if not _rel(g, ref_grads[n]) <= 1e-4}
+    assert not bad
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["cpu-rule", "sdpa"])
+def test_bf16_autocast_is_close(monkeypatch, fused):
+    """bf16 autocast runs and stays near fp32, with the CPU kernel rule and with SDPA forced in bf16."""
+    if fused:
+        monkeypatch.setattr(swin, "_sdpa_is_faster", lambda q: True)
+    model = _model().eval()
+    x = torch.randn(1, 3, 67, 75)
+    with torch.no_grad():
+        with use_impl("reference"):
+            ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+    assert out.logits.dtype == torch.bfloat16
+    assert _rel(out.logits, ref.logits) <= 5e-2 and _rel(out.prior_logits, ref.prior_logits) <= 5e-2
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["inference", "train"])
+def test_bench_cli_json(capsys, train):
+    args = ["bench", "semask_swin_test_fpn", "--size", "40", "56", "--iters", "2", "--warmup", "0"]
+    args += ["--num-classes", "3", "--batch", "2", "--json"] + (["--train", "--amp", "bf16"] if train else [])
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["iters"] == 2 and result["train"] is train
+    assert result["median_s"] >= result["min_s"] > 0
+    assert result["images_per_s"] == pytest.approx(2 / result["median_s"])
+    assert result["peak_mem_mb"] >= 0
