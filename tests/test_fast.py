@@ -82,10 +82,14 @@ def test_chunked_semantic_attention(monkeypatch):
     torch.testing.assert_close(semantic_attention.semantic_attention(q, k, v), ref)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["cpu-rule", "sdpa"])
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_fast_matches_reference(monkeypatch, train):
-    """Outputs and every parameter gradient, dropout and drop-path on in train mode (same seeds)."""
+def test_fast_matches_reference(monkeypatch, train, fused):
+    """Outputs and every parameter gradient, dropout and drop-path on in train mode (same seeds); with the CPU
+    kernel rule and with SDPA forced everywhere (as on GPUs)."""
     monkeypatch.setattr(semantic_attention, "_CHUNK_ELEMENTS", 256)  # global layers in several query chunks
+    if fused:
+        monkeypatch.setattr(swin, "_sdpa_is_faster", lambda q, bias: True)
     model = _model()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x, label = torch.randn(2, 3, 61, 83), torch.randint(0, 7, (2, 61, 83))
@@ -111,7 +115,7 @@ def test_fast_matches_reference(monkeypatch, train):
 def test_bf16_autocast_is_close(monkeypatch, fused):
     """bf16 autocast runs and stays near fp32, with the CPU kernel rule and with SDPA forced in bf16."""
     if fused:
-        monkeypatch.setattr(swin, "_sdpa_is_faster", lambda q: True)
+        monkeypatch.setattr(swin, "_sdpa_is_faster", lambda q, bias: True)
     model = _model().eval()
     x = torch.randn(1, 3, 67, 75)
     with torch.no_grad():

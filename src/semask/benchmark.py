@@ -2,11 +2,10 @@
 
 A *step* is a zero-argument callable doing one unit of work (an inference pass or a training step); the timers
 run steps and return wall-clock seconds. Peak memory is process-wide (RSS high-water mark on CPU), so each
-measurement of it needs a fresh process: :func:`bench_subprocess` runs ``semask bench --json`` in one.
+measurement of it runs in a fresh process: :func:`bench_subprocess` runs ``semask bench --json`` in one.
 """
 
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -107,16 +106,30 @@ def time_round_robin(
     return times
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith(f"{field}:"))
+    return kib / 1024
+
+
 def current_rss_mb() -> float:
-    """Resident set size of this process now, in MiB (Linux ``/proc/self/statm``)."""
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 2**20
+    """Resident set size of this process now, in MiB (Linux ``VmRSS``)."""
+    return _status_mb("VmRSS")
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (``getrusage``; KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process image, in MiB (Linux ``VmHWM``).
+
+    Not ``getrusage().ru_maxrss``: that keeps the parent's peak across fork + exec, so a benchmark process started
+    by a big parent would report the parent's RSS.
+    """
+    return _status_mb("VmHWM")
+
+
+def reset_peak_rss() -> None:
+    """Lower the peak RSS (``VmHWM``) to the current RSS (``/proc/self/clear_refs``, Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def summarize(times: list[float], batch: int, peak_mem_mb: float | None = None) -> dict[str, float | None]:

@@ -71,13 +71,18 @@ def cached_shift_attention_mask(
         return shift_attention_mask(hp, wp, window, device, dtype)
 
 
-def _sdpa_is_faster(q: torch.Tensor) -> bool:
-    """Whether ``scaled_dot_product_attention`` beats the explicit kernel for this input.
+def _sdpa_is_faster(q: torch.Tensor, bias: torch.Tensor) -> bool:
+    """Whether ``scaled_dot_product_attention`` beats the explicit kernel for these inputs.
 
-    Measured on CPU (AVX-512 with bf16 dot products, no AMX), Swin-T windows at 512x512: SDPA is 10-20% faster
-    in fp32 but about 1.4x slower in bf16, so reduced precision on CPU keeps the explicit kernel.
+    Measured on CPU (AVX-512 with bf16 dot products, no AMX), Swin-T window shapes, one thread: in fp32 inference
+    SDPA is 10-20% faster; in bf16 it is about 1.4x slower; with autograd recording (training: the bias is a
+    parameter) CPU SDPA falls back to its math kernel and forward + backward is 5-25% slower. Other devices use
+    SDPA (not measured here).
     """
-    return q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16)
+    if q.device.type != "cpu":
+        return True
+    recording = torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad)
+    return q.dtype == torch.float32 and not recording
 
 
 def window_attention(
@@ -104,7 +109,7 @@ def window_attention(
         (B*nW, heads, N, d).
     """
     bw, heads, n, _ = q.shape
-    if get_impl() == "fast" and _sdpa_is_faster(q):
+    if get_impl() == "fast" and _sdpa_is_faster(q, bias):
         attn_mask = bias.unsqueeze(0)  # (1, heads, N, N)
         if mask is not None:
             # (nW, heads, N, N) per image -> (B*nW, heads, N, N), a view when B = 1

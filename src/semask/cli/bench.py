@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         step = benchmark.train_step(model, images, labels, args.impl, args.amp)
     else:
         step = benchmark.inference_step(model, images, args.impl, args.amp)
+    benchmark.reset_peak_rss()
     rss_before = benchmark.current_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
