@@ -1,6 +1,7 @@
 """SeMask segmenter = SeMask-Swin backbone + Semantic-FPN decoder + prior decoder (official ``EncoderDecoder``)."""
 
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -9,9 +10,26 @@ from torch import nn
 from semask.backbones.swin import BackboneOutput, SeMaskSwin
 from semask.decoders.semantic_fpn import SemanticFPNHead
 
+_C = TypeVar("_C", bound="ConfigDict")
+
+
+class ConfigDict:
+    """JSON round trip for the network config dataclasses (dumped beside converted weights)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[_C], d: dict) -> _C:
+        """Build from a dict (lists become tuples). Raises ValueError on unknown keys."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
 
 @dataclass
-class SeMaskFPNConfig:
+class SeMaskFPNConfig(ConfigDict):
     """Everything that defines a SeMask/Swin Semantic-FPN network (dumped as JSON beside converted weights).
 
     ``semantic_attention=None`` is the plain Swin FPN baseline. ``num_prior_classes`` defaults to
@@ -35,17 +53,6 @@ class SeMaskFPNConfig:
     decoder_channels: int = 256
     dropout: float = 0.1
     arch: str = field(default="semask_swin_fpn")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SeMaskFPNConfig":
-        """Build from a dict (lists become tuples). Raises ValueError on unknown keys."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @dataclass

@@ -6,7 +6,7 @@ state-dict prefixes (``backbone``, ``sem_seg_head.pixel_decoder``, ``sem_seg_hea
 detectron2 checkpoints map one to one (``semask.convert.semask_d2``).
 """
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +26,13 @@ from semask.decoders.mask2former import (
     semantic_inference,
 )
 from semask.layers.semantic_attention import SemanticAttention
+from semask.models.segmenter import ConfigDict
 from semask.models.semask_fpn import _SIZES
 from semask.registry import register_model
 
 
 @dataclass
-class SeMaskM2FConfig:
+class SeMaskM2FConfig(ConfigDict):
     """Everything that defines a SeMask Mask2Former (``decoder="mask2former"``) or MaskFormer network.
 
     Defaults are the official Mask2Former head (SPEC A1) on a Swin-T backbone. ``backbone_init="d2"`` is the
@@ -75,17 +76,6 @@ class SeMaskM2FConfig:
     importance_sample_ratio: float = 0.75
     size_divisibility: int = 32
     arch: str = field(default="semask_swin_m2f")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SeMaskM2FConfig":
-        """Build from a dict (lists become tuples). Raises ValueError on unknown keys."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 # MaskFormer v1 head (SPEC A1 'MF', A7 'MaskFormer criterion'): fields that differ from the Mask2Former defaults.
