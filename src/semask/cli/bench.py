@@ -8,7 +8,6 @@ Run one configuration per process: the RSS high-water mark cannot be reset.
 
 import argparse
 import json
-from pathlib import Path
 
 from semask.layers.impl import IMPLS
 
@@ -31,45 +30,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_model_arg(spec: str, num_classes: int | None = None):
-    """The network a ``MODEL`` argument names: a registered architecture (random init) or trained weights.
-
-    Args:
-        spec: architecture name, run folder, ``.pt`` training checkpoint or converted ``.safetensors``.
-        num_classes: head classes K for an architecture.
-
-    Returns:
-        The network (``nn.Module``).
-
-    Raises:
-        ConfigError: ``spec`` is neither a registered name nor an existing path, or ``num_classes`` was given
-            for trained weights.
-        CheckpointError: the path holds nothing loadable.
-    """
-    from semask.engine.checkpoint import load_trained_model
-    from semask.errors import ConfigError
-    from semask.registry import create_model, list_models
-
-    if spec in list_models():
-        return create_model(spec, **({} if num_classes is None else {"num_classes": num_classes}))
-    if not Path(spec).exists():
-        raise ConfigError(f"{spec!r} is neither a registered architecture (see `semask list`) nor a path")
-    if num_classes is not None:
-        raise ConfigError("--num-classes applies to architecture names only (trained weights fix K)")
-    return load_trained_model(spec)[0]
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from semask import benchmark
+    from semask.engine.checkpoint import resolve_model
     from semask.errors import ConfigError
 
     if args.iters < 1 or args.warmup < 0 or args.batch < 1:
         raise ConfigError("--iters and --batch must be >= 1 and --warmup >= 0")
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = load_model_arg(args.model, args.num_classes).to(device)
+    model = resolve_model(args.model, args.num_classes).to(device)
     h, w = args.size
     images = torch.randn(args.batch, 3, h, w, device=device)
     # one untimed 32x32 inference first maps the kernels' code and lazily built state into the process, so the

@@ -21,10 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from semask.cli.bench import load_model_arg
+    from semask.engine.checkpoint import resolve_model
     from semask.export import export_onnx, onnx_max_rel_diff
 
-    model = load_model_arg(args.model, args.num_classes)
+    model = resolve_model(args.model, args.num_classes)
     path = export_onnx(model, args.out, tuple(args.size), args.opset)
     print(f"wrote {path} (input 'images' (B, 3, H, W) -> output 'logits' (B, K, H, W))")
     try:

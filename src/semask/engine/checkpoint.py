@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from semask.errors import CheckpointError
+from semask.errors import CheckpointError, ConfigError
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -218,3 +218,29 @@ def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any
     load_weights(model, ckpt["model"], str(path))
     info = {k: ckpt[k] for k in ("classes", "palette", "experiment") if k in ckpt}
     return model.eval(), info
+
+
+def resolve_model(spec: str, num_classes: int | None = None) -> torch.nn.Module:
+    """The network a ``MODEL`` argument names: a registered architecture (random init) or trained weights.
+
+    Args:
+        spec: architecture name, run folder, ``.pt`` training checkpoint or converted ``.safetensors``.
+        num_classes: head classes K for an architecture.
+
+    Returns:
+        The network (``nn.Module``).
+
+    Raises:
+        ConfigError: ``spec`` is neither a registered name nor an existing path, or ``num_classes`` was given
+            for trained weights.
+        CheckpointError: the path holds nothing loadable.
+    """
+    from semask.registry import create_model, list_models
+
+    if spec in list_models():
+        return create_model(spec, **({} if num_classes is None else {"num_classes": num_classes}))
+    if not Path(spec).exists():
+        raise ConfigError(f"{spec!r} is neither a registered architecture (see `semask list`) nor a path")
+    if num_classes is not None:
+        raise ConfigError("--num-classes applies to architecture names only (trained weights fix K)")
+    return load_trained_model(spec)[0]
