@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from semask.cli import main
 from semask.data import (
     DatasetMeta,
     TrainTransform,
@@ -21,6 +22,7 @@ from semask.data import (
     read_image,
     read_label,
 )
+from semask.data.class_weights import median_frequency_weights
 from semask.errors import ConfigError, DataError
 
 DATA_ROOT = Path(
@@ -262,6 +264,25 @@ def test_prepare_coco_stuff_10k_from_synthetic_release(tmp_path):
     assert label.tolist() == [[255, 0, 11], [170, 80, 170]]
     assert [train.meta.classes[k] for k in (11, 80, 170)] == ["stop sign", "banner", "wood"]
     assert build_dataset("coco-stuff-10k", tmp_path / "out", "test")[0]["label"].tolist() == [[10, 12]]
+    assert main(["data", "prepare", "coco-stuff-10k", str(src), str(tmp_path / "cli")]) == 0
+    assert (
+        read_label(tmp_path / "cli" / png.relative_to(tmp_path / "out")).tolist() == read_label(png).tolist()
+    )
+
+
+def test_median_frequency_weights_on_the_real_camvid_sample(capsys):
+    root = Path(__file__).resolve().parents[1] / "examples" / "camvid_sample"
+    labels = [np.asarray(Image.open(p)) for p in sorted((root / "trainannot").iterdir())]
+    pixels = sum(np.bincount(a.ravel(), minlength=12)[:11] for a in labels)
+    image_pixels = sum((np.bincount(a.ravel(), minlength=12)[:11] > 0) * a.size for a in labels)
+    freq = pixels / image_pixels
+    expected = np.sqrt(np.median(freq) / freq)
+    expected /= (expected * pixels).sum() / pixels.sum()
+    weights = median_frequency_weights(build_dataset("camvid", root, "train"))
+    np.testing.assert_allclose(weights, expected, atol=1e-4)
+    assert weights[2] > 2 > 1 > weights[3]  # Pole is rare, Road common
+    assert main(["data", "class-weights", "camvid", "--data-root", str(root)]) == 0
+    assert f"train.class_weight={json.dumps(weights)}" in capsys.readouterr().out
 
 
 def test_prepare_coco_stuff_10k_rejects_absent_ids(tmp_path):

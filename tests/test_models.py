@@ -53,6 +53,23 @@ def test_baseline_has_no_semantic_layers():
     }
 
 
+def test_class_weight_scales_each_pixel_and_keeps_the_all_pixel_mean():
+    torch.manual_seed(0)
+    logits, prior = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    label = torch.randint(0, 3, (2, 16, 16))
+    label[0, :4] = 255
+    weight = torch.tensor([0.5, 1.0, 3.0])
+    plain = semask_fpn_loss(logits, prior, label)
+    weighted = semask_fpn_loss(logits, prior, label, class_weight=weight)
+    up = torch.nn.functional.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False)
+    ce = torch.nn.functional.cross_entropy(up, label, ignore_index=255, reduction="none")
+    per_pixel = ce * torch.where(label == 255, 0.0, weight[label.clamp(max=2)])
+    torch.testing.assert_close(weighted["loss_ce"], per_pixel.mean())  # mmseg: mean over all pixels
+    assert not torch.allclose(weighted["loss_cate"], plain["loss_cate"])
+    doubled = semask_fpn_loss(logits, prior, label, class_weight=torch.full((3,), 2.0))
+    torch.testing.assert_close(doubled["loss_ce"], 2 * plain["loss_ce"])
+
+
 def test_lambda_off_changes_output_and_removes_gamma():
     torch.manual_seed(0)
     with_gamma = semask.create_model("semask_swin_test_fpn", num_classes=3).eval()

@@ -15,9 +15,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from semask.configs.schema import TrainCfg
 from semask.engine.inference import autocast
+from semask.engine.train import compute_losses
 from semask.layers.impl import use_impl
-from semask.losses import semask_fpn_loss
 
 Step = Callable[[], object]
 
@@ -44,10 +45,11 @@ def inference_step(model: nn.Module, images: torch.Tensor, impl: str, amp: str) 
 
 
 def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, impl: str, amp: str) -> Step:
-    """One full training step: forward, SeMask-FPN loss (L1 + 0.4 L2), backward, AdamW update.
+    """One full training step: forward, the training loss (:func:`semask.engine.train.compute_losses`), backward,
+    AdamW update.
 
     Args:
-        model: a SeMask FPN segmenter (put in train mode here; its weights change with every step).
+        model: a segmenter (put in train mode here; its weights change with every step).
         images: (B, 3, H, W) normalised images; labels: (B, H, W) int64 class indices.
         impl, amp: as in :func:`inference_step`.
 
@@ -61,9 +63,8 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, imp
         with use_impl(impl):
             with autocast(images.device, amp):
                 out = model(images)
-            prior = None if out.prior_logits is None else out.prior_logits.float()  # None: Swin baseline
-            losses = semask_fpn_loss(out.logits.float(), prior, labels)
-            loss = losses["loss_ce"] + losses.get("loss_cate", 0.0)
+            losses = compute_losses(model, out, labels, TrainCfg())
+            loss = sum(v for k, v in losses.items() if k.startswith("loss"))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

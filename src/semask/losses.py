@@ -10,10 +10,13 @@ import torch.nn.functional as F
 IGNORE_INDEX = 255
 
 
-def _pixel_ce(logits: torch.Tensor, label: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """(B, K, H, W) logits resized to the label, (B, H, W) label -> (B, H, W) per-pixel CE (ignored = 0)."""
+def _pixel_ce(
+    logits: torch.Tensor, label: torch.Tensor, ignore_index: int, class_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, K, H, W) logits resized to the label, (B, H, W) label -> (B, H, W) per-pixel CE (ignored = 0), each
+    pixel times ``class_weight[label]`` when given (mmseg ``CrossEntropyLoss(class_weight=...)``)."""
     logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, label, ignore_index=ignore_index, reduction="none")
+    return F.cross_entropy(logits, label, weight=class_weight, ignore_index=ignore_index, reduction="none")
 
 
 def ohem_weight(
@@ -43,6 +46,7 @@ def semask_fpn_loss(
     cate_weight: float = 0.4,
     ohem_min_kept: int | None = None,
     ignore_index: int = IGNORE_INDEX,
+    class_weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The SeMask-FPN loss dictionary, computed as mmseg does.
 
@@ -55,17 +59,19 @@ def semask_fpn_loss(
         prior_logits: (B, K', h, w) prior-decoder logits, or ``None`` (plain Swin baseline: no ``loss_cate``).
         label: (B, H, W) int64 class indices, ``ignore_index`` for void.
         cate_weight: alpha of L2 (paper: 0.4).
+        class_weight: optional (K,) per-class weights for both terms (not used by the paper's recipes; see
+            :func:`semask.data.class_weights`). The mean stays over all pixels, as in mmseg.
 
     Returns:
         ``loss_ce``, ``loss_cate`` (already times ``cate_weight``; absent without priors), ``acc_seg`` (percent of
         all pixels predicted right; ignored pixels count as wrong, as mmseg 0.11's ``accuracy``).
     """
-    seg_ce = _pixel_ce(seg_logits, label, ignore_index)  # (B, H, W)
+    seg_ce = _pixel_ce(seg_logits, label, ignore_index, class_weight)  # (B, H, W)
     if ohem_min_kept is not None:
         seg_ce = seg_ce * ohem_weight(seg_ce, label, ohem_min_kept, ignore_index)
     out = {"loss_ce": seg_ce.mean()}
     if prior_logits is not None:
-        out["loss_cate"] = cate_weight * _pixel_ce(prior_logits, label, ignore_index).mean()
+        out["loss_cate"] = cate_weight * _pixel_ce(prior_logits, label, ignore_index, class_weight).mean()
     with torch.no_grad():
         pred = F.interpolate(seg_logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
         out["acc_seg"] = (pred.argmax(1) == label).float().mean() * 100

@@ -1,6 +1,7 @@
 """semask's own weight files: ``NAME.safetensors`` plus a sibling ``NAME.json`` holding the model config.
 
-The JSON is ``{"format": "semask", "config": SeMaskFPNConfig.to_dict(), "semask_version": ...}``; loading is
+The JSON is ``{"format": "semask", "config": cfg.to_dict(), "semask_version": ...}`` with the network's config
+(:class:`~semask.models.segmenter.SeMaskFPNConfig` or :class:`~semask.models.semask_m2f.SeMaskM2FConfig`); loading is
 strict (every key, every shape), so a file always rebuilds exactly the network that wrote it.
 
 :data:`PRETRAINED` registers weight files by name with their SHA-256 (:class:`PretrainedCfg`); nothing is ever
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from semask.engine.checkpoint import load_weights, read_checkpoint
 from semask.errors import CheckpointError, ConfigError
-from semask.models.segmenter import SeMaskFPN, SeMaskFPNConfig
+from semask.models import network_from_config
+from semask.models.segmenter import ConfigDict
 
 FORMAT = "semask"
 
@@ -39,7 +42,7 @@ def write_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path) -> 
     return path
 
 
-def save_weights(cfg: SeMaskFPNConfig, state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:
+def save_weights(cfg: ConfigDict, state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:
     """Write ``state_dict`` to ``path`` (``.safetensors``) and ``cfg`` to the sibling ``.json``. Returns ``path``."""
     from semask import __version__
 
@@ -49,13 +52,14 @@ def save_weights(cfg: SeMaskFPNConfig, state_dict: dict[str, torch.Tensor], path
     return path
 
 
-def save_model(model: SeMaskFPN, path: str | Path) -> Path:
-    """Save ``model`` (weights + config) as ``path`` (``.safetensors``) and its sibling ``.json``."""
+def save_model(model: nn.Module, path: str | Path) -> Path:
+    """Save ``model`` (a semask network with a ``cfg``: weights + config) as ``path`` (``.safetensors``) and its
+    sibling ``.json``."""
     return save_weights(model.cfg, model.state_dict(), path)
 
 
-def read_config(path: str | Path) -> SeMaskFPNConfig:
-    """The model config stored beside weight file ``path``.
+def read_config(path: str | Path) -> dict:
+    """The model config dict stored beside weight file ``path`` (see :func:`semask.models.network_from_config`).
 
     Raises:
         CheckpointError: the ``.json`` is missing, unreadable, not of format ``semask``, or holds a bad config.
@@ -65,7 +69,9 @@ def read_config(path: str | Path) -> SeMaskFPNConfig:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"format is {meta.get('format')!r}, expected {FORMAT!r}")
-        return SeMaskFPNConfig.from_dict(meta["config"])
+        if not isinstance(meta.get("config"), dict):
+            raise ValueError("no 'config' object")
+        return meta["config"]
     except FileNotFoundError as e:
         raise CheckpointError(
             f"{meta_path}: missing (semask weights need their config .json beside them)"
@@ -83,7 +89,7 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", sha256: str | None = None) -> SeMaskFPN:
+def load_model(path: str | Path, device: str | torch.device = "cpu", sha256: str | None = None) -> nn.Module:
     """Rebuild a model saved by :func:`save_model` (or ``semask convert``), strictly, in eval mode.
 
     Args:
@@ -101,7 +107,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", sha256: str
         raise CheckpointError(f"{path}: no such weight file")
     if sha256 is not None and (actual := file_sha256(path)) != sha256.lower():
         raise CheckpointError(f"{path}: SHA-256 is {actual}, expected {sha256} (corrupt or different file)")
-    model = SeMaskFPN(cfg)
+    try:
+        model = network_from_config(cfg)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{_json_path(path)}: not a valid semask model config: {e}") from e
     load_weights(model, read_checkpoint(path), f"{path} (config {_json_path(path).name})")
     return model.to(device).eval()
 
@@ -136,7 +145,7 @@ def cache_dir() -> Path:
 
 def load_pretrained(
     name: str, path: str | Path | None = None, device: str | torch.device = "cpu"
-) -> SeMaskFPN:
+) -> nn.Module:
     """Load registered weights ``name`` from ``path`` (default: ``cache_dir() / cfg.file``), SHA-256 checked.
 
     Raises:

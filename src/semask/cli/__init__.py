@@ -7,7 +7,7 @@ import sys
 from semask.errors import SemaskError
 
 # sub-modules of semask.cli, each registering one subcommand
-_COMMANDS = ["list", "train", "eval", "predict", "convert", "info", "bench", "export"]
+_COMMANDS = ["list", "train", "eval", "predict", "convert", "info", "bench", "export", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.tta != "none":
         infer.flip = True
         infer.tta_ratios = tuple(args.ratios or cfg.eval.tta_ratios) if args.tta == "ms-flip" else (1.0,)
+        if args.tta == "ms-flip" and not args.ratios and cfg.eval.tta_scales is not None:
+            infer.tta_scales = cfg.eval.tta_scales  # detectron2 presets: shortest-edge sizes, fixed max size
     unknown_label = args.unknown_label or cfg.data.unknown_label
     data = build_dataset(
         dataset, args.data_root, args.split or cfg.data.val_split, unknown_label=unknown_label

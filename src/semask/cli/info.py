@@ -4,7 +4,6 @@ Nothing is materialised: the network is built on the meta device and run on a (1
 """
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _build_meta(name: str, num_classes: int | None) -> torch.nn.Module:
-    from semask.models.segmenter import SeMaskFPN
+    from semask.models import network_from_config
     from semask.pretrained import read_config
     from semask.registry import create_model, list_models
 
@@ -34,7 +33,7 @@ def _build_meta(name: str, num_classes: int | None) -> torch.nn.Module:
         if name in list_models():
             return create_model(name, **overrides)
         if Path(name).suffix == ".safetensors":
-            return SeMaskFPN(replace(read_config(name), **overrides))
+            return network_from_config(read_config(name) | overrides)
     raise ConfigError(
         f"{name!r} is neither a registered architecture (see `semask list`) nor a .safetensors file"
     )

@@ -14,16 +14,20 @@ from semask.errors import ConfigError
 
 @dataclass
 class ModelCfg:
-    """Which network to build. ``pretrained``: ImageNet Swin checkpoint (official MS ``.pth`` or converted);
-    ``dropout``: Dropout2d before the classifier; ``sem_drop``: dropout in the semantic attention;
-    ``decoder_channels``: Semantic-FPN width (None: the architecture's default)."""
+    """Which network to build. ``pretrained``: ImageNet Swin checkpoint (official MS ``.pth`` or converted).
+
+    ``dropout``, ``sem_drop`` and ``decoder_channels`` left at None keep the architecture's default: ``dropout`` is
+    the Dropout2d before the FPN classifier (0.1) or the transformer dropout of the mask decoders (Mask2Former 0.0,
+    MaskFormer 0.1); ``sem_drop`` the dropout in the semantic attention (0.1); ``decoder_channels`` the
+    Semantic-FPN width (FPN architectures only).
+    """
 
     arch: str = "semask_swin_tiny_fpn"
     num_classes: int = 150
     pretrained: str | None = None
     drop_path_rate: float = 0.3
-    dropout: float = 0.1
-    sem_drop: float = 0.1
+    dropout: float | None = None
+    sem_drop: float | None = None
     decoder_channels: int | None = None
     use_checkpoint: bool = False
 
@@ -31,7 +35,12 @@ class ModelCfg:
 @dataclass
 class DataCfg:
     """Dataset and train/test pipelines (SPEC A3). Sizes are (height, width); ``scale`` is mmseg's
-    ``img_scale`` (long side, short side) for keep-ratio resizing."""
+    ``img_scale`` (long side, short side) for keep-ratio resizing.
+
+    detectron2 recipes set ``short_edges`` (ResizeShortestEdge 'choice': the short side is drawn from the list,
+    the long side capped at ``max_size``; replaces ``scale`` x ratio) and ``image_pad_value`` 128 (raw pixels
+    padded before normalisation; None = mmseg's 0 after normalisation).
+    """
 
     dataset: str = "ade20k"
     root: str = ""
@@ -44,6 +53,9 @@ class DataCfg:
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
     photometric: bool = True
+    short_edges: tuple[int, ...] | None = None
+    max_size: int = 0
+    image_pad_value: int | None = None
     test_scale: tuple[int, int] | None = (2048, 512)
     unknown_label: str = "error"
     num_workers: int = 2
@@ -51,13 +63,19 @@ class DataCfg:
 
 @dataclass
 class OptimCfg:
-    """AdamW with no weight decay on norms, ``relative_position_bias_table`` and ``absolute_pos_embed``."""
+    """AdamW. ``param_rules="mmseg"``: no weight decay for names containing ``norm``,
+    ``relative_position_bias_table`` or ``absolute_pos_embed`` (mmcv custom_keys); ``"d2"``: no weight decay for
+    normalisation layers, ``nn.Embedding``, the position tables and embeddings, and the learning rate of every
+    ``backbone.*`` parameter times ``backbone_lr_mult`` (detectron2 ``build_optimizer``, SPEC A3 'D2').
+    ``grad_clip``: max L2 norm of all gradients together (full-model clipping), None = off."""
 
     lr: float = 1e-4
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     grad_clip: float | None = None
+    param_rules: str = "mmseg"
+    backbone_lr_mult: float = 1.0
 
 
 @dataclass
@@ -73,6 +91,7 @@ class TrainCfg:
     amp: str = "none"
     cate_weight: float = 0.4
     ohem_min_kept: int | None = None
+    class_weight: tuple[float, ...] | None = None
     eval_interval: int = 8000
     ckpt_interval: int = 8000
     log_interval: int = 50
@@ -82,12 +101,17 @@ class TrainCfg:
 
 @dataclass
 class EvalCfg:
-    """Inference during evaluation: ``whole`` or ``slide`` (crop, stride in pixels), optional ms+flip TTA."""
+    """Inference during evaluation: ``whole`` or ``slide`` (crop, stride in pixels), optional ms+flip TTA.
+
+    TTA scales are ``data.test_scale`` x ``tta_ratios`` (mmseg ``aug_test``), or the explicit (long, short) bounds
+    ``tta_scales`` (detectron2 ``TEST.AUG``: shortest-edge sizes with a fixed max size).
+    """
 
     mode: str = "whole"
     crop: tuple[int, int] = (512, 512)
     stride: tuple[int, int] = (341, 341)
     tta_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    tta_scales: tuple[tuple[int, int], ...] | None = None
     batch_size: int = 1
 
 

@@ -125,6 +125,26 @@ def resize_keep_ratio(
     return resize_bilinear(img, size), None if label is None else resize_nearest(label, size)
 
 
+def shortest_edge_size(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
+    """Output size of detectron2 ``ResizeShortestEdge.get_output_shape``.
+
+    Args:
+        height, width: input size in pixels.
+        short_edge: target length of the shorter side.
+        max_size: cap on the longer side (0 = none).
+
+    Returns:
+        (h, w): the short side scaled to ``short_edge``, then both scaled down so the long side is at most
+        ``max_size``, each rounded with ``int(x + 0.5)``.
+    """
+    scale = short_edge / min(height, width)
+    new_h, new_w = height * scale, width * scale
+    if max_size and max(new_h, new_w) > max_size:
+        shrink = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * shrink, new_w * shrink
+    return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
+
+
 # ------------------------------------------------------------------------------------------ crop and flip
 def _crop_window(
     shape: tuple[int, ...], crop_size: tuple[int, int], rng: np.random.Generator
@@ -381,6 +401,25 @@ def pad_to(
     return F.pad(img, (0, pad_w, 0, pad_h), value=0.0), F.pad(label, (0, pad_w, 0, pad_h), value=ignore_index)
 
 
+def pad_raw(
+    img: np.ndarray, label: np.ndarray, size: tuple[int, int], value: int, ignore_index: int = IGNORE_INDEX
+) -> tuple[np.ndarray, np.ndarray]:
+    """detectron2 mask-former dataset mappers' padding: raw image pixels ``value`` (128), label ``ignore_index``,
+    at the bottom and right, before normalisation.
+
+    Args:
+        img: (H, W, 3) uint8 with H <= h, W <= w; label: (H, W) uint8.
+        size: target (h, w).
+
+    Returns:
+        (image (h, w, 3) uint8, label (h, w) uint8).
+    """
+    pad = ((0, size[0] - img.shape[0]), (0, size[1] - img.shape[1]))
+    return np.pad(img, (*pad, (0, 0)), constant_values=value), np.pad(
+        label, pad, constant_values=ignore_index
+    )
+
+
 # ------------------------------------------------------------------------------------------ pipelines
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """Independent generator for one sample, so augmentations are reproducible across resumes and workers.
@@ -397,7 +436,12 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 class TrainTransform:
-    """The SeMask-FPN training pipeline (SPEC A3): resize -> crop -> flip -> photometric -> normalize -> pad.
+    """The training pipeline (SPEC A3): resize -> crop -> flip -> photometric -> normalize -> pad.
+
+    With the defaults it is mmseg's (SeMask-FPN). The detectron2 recipes (Mask2Former/MaskFormer) set
+    ``short_edges`` (``ResizeShortestEdge``, 'choice' sampling), ``cat_max_ratio=1`` (their category-area crop
+    constraint is off), and ``image_pad_value=128``; ColorAugSSD is the same distortion as
+    :func:`photometric_distortion`. (detectron2 resizes with PIL bilinear; here it is OpenCV's, as for mmseg.)
 
     Args:
         crop_size: (h, w) of the crop and of every output, e.g. (512, 512).
@@ -408,6 +452,11 @@ class TrainTransform:
         cat_max_ratio: :func:`random_crop` class-balance bound; >= 1 disables it.
         flip_prob: horizontal flip probability.
         photometric: whether to apply :func:`photometric_distortion`.
+        short_edges: when given, resize so the short side is ``rng.choice(short_edges)`` and the long side at most
+            ``max_size`` (:func:`shortest_edge_size`) instead of ``scale`` x ratio.
+        max_size: see ``short_edges`` (0 = no cap).
+        image_pad_value: None pads the normalised image with 0 (mmseg); an int pads the raw image with that
+            pixel value first (:func:`pad_raw`, detectron2's 128).
         mean, std: RGB normalisation, 0..255 pixel units.
         seed: seed of the transform's own generator, used when ``__call__`` gets no ``rng``.
 
@@ -428,6 +477,9 @@ class TrainTransform:
         cat_max_ratio: float = 1.0,
         flip_prob: float = 0.5,
         photometric: bool = True,
+        short_edges: Sequence[int] | None = None,
+        max_size: int = 0,
+        image_pad_value: int | None = None,
         mean: Sequence[float] = MEAN,
         std: Sequence[float] = STD,
         seed: int | None = None,
@@ -443,6 +495,9 @@ class TrainTransform:
         self.cat_max_ratio = cat_max_ratio
         self.flip_prob = flip_prob
         self.photometric = photometric
+        self.short_edges = None if short_edges is None else tuple(short_edges)
+        self.max_size = max_size
+        self.image_pad_value = image_pad_value
         self.mean, self.std = tuple(mean), tuple(std)
         self.rng = np.random.default_rng(seed)
 
@@ -472,11 +527,18 @@ class TrainTransform:
             (h, w) = ``crop_size``.
         """
         rng = self.rng if rng is None else rng
-        image, label = resize_keep_ratio(image, label, self.scale, self._sample_ratio(rng))
+        if self.short_edges is None:
+            image, label = resize_keep_ratio(image, label, self.scale, self._sample_ratio(rng))
+        else:
+            short = int(rng.choice(self.short_edges))
+            size = shortest_edge_size(image.shape[0], image.shape[1], short, self.max_size)
+            image, label = resize_bilinear(image, size), resize_nearest(label, size)
         image, label = random_crop(image, label, self.crop_size, self.cat_max_ratio, rng)
         image, label = random_flip(image, label, self.flip_prob, rng)
         if self.photometric:
             image = photometric_distortion(image, rng)
+        if self.image_pad_value is not None:
+            image, label = pad_raw(image, label, self.crop_size, self.image_pad_value)
         image_t, label_t = pad_to(
             normalize(image, self.mean, self.std), label_to_tensor(label), self.crop_size
         )

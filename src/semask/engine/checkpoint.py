@@ -198,7 +198,7 @@ def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any
     Raises:
         CheckpointError: nothing loadable at ``path``, or weights that do not fit the stored config.
     """
-    from semask.models.segmenter import SeMaskFPN, SeMaskFPNConfig
+    from semask.models import network_from_config
 
     path = Path(path)
     if path.is_dir():
@@ -212,7 +212,7 @@ def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any
         return load_model(path).eval(), {}
     ckpt = load_checkpoint(path)
     try:
-        model = SeMaskFPN(SeMaskFPNConfig.from_dict(ckpt["model_config"]))
+        model = network_from_config(ckpt["model_config"])
     except (ValueError, TypeError, KeyError, AttributeError, AssertionError) as e:
         raise CheckpointError(f"{path}: invalid model config ({_one_line(e)})") from None
     load_weights(model, ckpt["model"], str(path))

@@ -62,6 +62,8 @@ class InferenceCfg:
         crop, stride: slide window and step (h, w) in pixels.
         scale: keep-ratio test scale (long, short) or None to infer at the original size.
         tta_ratios: scale ratios for ms TTA (``(1.0,)`` = single scale).
+        tta_scales: explicit keep-ratio (long, short) bounds of the TTA passes, replacing ``scale`` x ratios
+            (detectron2 ``TEST.AUG``: short sides ``MIN_SIZES`` with long side at most ``MAX_SIZE``).
         flip: add horizontally flipped passes.
         amp: ``none`` | ``bf16`` | ``fp16``.
     """
@@ -71,30 +73,38 @@ class InferenceCfg:
     stride: tuple[int, int] = (341, 341)
     scale: tuple[int, int] | None = None
     tta_ratios: Sequence[float] = (1.0,)
+    tta_scales: Sequence[tuple[int, int]] | None = None
     flip: bool = False
     amp: str = "none"
 
 
+def _pass_sizes(h: int, w: int, cfg: InferenceCfg) -> list[tuple[int, int]]:
+    """(h, w) of each TTA scale: explicit bounds, ``scale`` x ratio (mmseg ``MultiScaleFlipAug``), or input x ratio."""
+    if cfg.tta_scales is not None:
+        return [rescale_size(h, w, bound) for bound in cfg.tta_scales]
+    if cfg.scale is not None:
+        return [rescale_size(h, w, (int(cfg.scale[0] * r), int(cfg.scale[1] * r))) for r in cfg.tta_ratios]
+    return [(max(1, math.floor(h * r + 0.5)), max(1, math.floor(w * r + 0.5))) for r in cfg.tta_ratios]
+
+
 @torch.no_grad()
 def predict_probs(model: nn.Module, img: torch.Tensor, cfg: InferenceCfg) -> torch.Tensor:
-    """Class probabilities at the input size, averaged over the TTA passes (mmseg ``aug_test``).
+    """Class probabilities at the input size, averaged over the TTA passes (mmseg ``aug_test``; detectron2
+    ``SemanticSegmentorWithTTA`` for mask-classification models).
 
-    Each pass resizes the image (keep ratio, ``cfg.scale`` x ratio; bilinear), infers whole or slide, takes the
-    softmax, un-flips, and resizes back to (H, W); the maps are averaged.
+    Each pass resizes the image (keep ratio, bilinear), infers whole or slide, takes the softmax (models whose
+    ``scores_not_logits`` is True, i.e. Mask2Former/MaskFormer, give their class scores as they are), un-flips,
+    and resizes back to (H, W); the maps are averaged.
 
     Args:
         img: (B, 3, H, W) normalised images.
 
     Returns:
-        (B, K, H, W) float32 probabilities.
+        (B, K, H, W) float32 probabilities (scores for mask-classification models).
     """
     h, w = img.shape[-2:]
     total, passes = None, 0
-    for ratio in cfg.tta_ratios:
-        if cfg.scale is not None:  # mmseg MultiScaleFlipAug: img_scale * ratio, then keep-ratio rescale
-            size = rescale_size(h, w, (int(cfg.scale[0] * ratio), int(cfg.scale[1] * ratio)))
-        else:
-            size = (max(1, math.floor(h * ratio + 0.5)), max(1, math.floor(w * ratio + 0.5)))
+    for size in _pass_sizes(h, w, cfg):
         x = img if size == (h, w) else F.interpolate(img, size=size, mode="bilinear", align_corners=False)
         for flip in (False, True) if cfg.flip else (False,):
             xi = x.flip(-1) if flip else x
@@ -103,7 +113,11 @@ def predict_probs(model: nn.Module, img: torch.Tensor, cfg: InferenceCfg) -> tor
                     logits = slide_logits(model, xi, cfg.crop, cfg.stride)
                 else:
                     logits = model.predict_logits(xi)
-            probs = logits.float().softmax(dim=1)
+            probs = (
+                logits.float()
+                if getattr(model, "scores_not_logits", False)
+                else logits.float().softmax(dim=1)
+            )
             if flip:
                 probs = probs.flip(-1)
             if probs.shape[-2:] != (h, w):

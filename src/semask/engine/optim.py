@@ -1,33 +1,67 @@
-"""AdamW parameter groups and the warmup + poly learning-rate schedule (SPEC A3, FPN recipe).
+"""AdamW parameter groups and the warmup + poly learning-rate schedule (SPEC A3, FPN and D2 recipes).
 
 Official source: mmcv 1.3 ``DefaultOptimizerConstructor`` with ``paramwise_cfg.custom_keys`` and
-``PolyLrUpdaterHook`` with linear warmup.
+``PolyLrUpdaterHook`` with linear warmup; detectron2 ``build_optimizer`` (Mask2Former ``train_net.py``) and
+``WarmupPolyLR`` (power 0.9, no warmup) for the mask-classification recipes.
 """
 
 import torch
 from torch import nn
 
 from semask.configs.schema import OptimCfg, TrainCfg
+from semask.errors import ConfigError
 
 # substring match on parameter names, as mmcv custom_keys: every LayerNorm/BatchNorm named *norm*, the
 # relative position tables and absolute position embeddings get no weight decay
 NO_DECAY_KEYS = ("absolute_pos_embed", "relative_position_bias_table", "norm")
+# detectron2 ``build_optimizer``: parameters of these module types get WEIGHT_DECAY_NORM / _EMBED = 0
+_D2_NO_DECAY_TYPES = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+    nn.Embedding,
+)
+_D2_NO_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
+
+
+def _no_decay_names(model: nn.Module, rules: str) -> set[str]:
+    if rules == "mmseg":
+        return {n for n, _ in model.named_parameters() if any(k in n for k in NO_DECAY_KEYS)}
+    names = set()
+    for module_name, module in model.named_modules():
+        for name, _ in module.named_parameters(recurse=False):
+            if isinstance(module, _D2_NO_DECAY_TYPES) or name in _D2_NO_DECAY_NAMES:
+                names.add(f"{module_name}.{name}" if module_name else name)
+    return names
 
 
 def build_optimizer(model: nn.Module, cfg: OptimCfg) -> torch.optim.AdamW:
-    """AdamW with two groups: decay, and no decay for names containing any of :data:`NO_DECAY_KEYS`.
+    """AdamW with parameter groups by (weight decay, learning-rate multiplier).
 
-    Note gamma (lambda) and the decoder's BatchNorm (``.bn.``) keep weight decay, as in the official code.
+    ``cfg.param_rules="mmseg"`` (FPN recipes, mmcv ``DefaultOptimizerConstructor``): no decay for names containing
+    any of :data:`NO_DECAY_KEYS`; gamma (lambda) and the decoder's BatchNorm (``.bn.``) keep weight decay, as in
+    the official code. ``"d2"`` (Mask2Former/MaskFormer recipes, detectron2 ``build_optimizer``): no decay for
+    norm layers, ``nn.Embedding`` and the position tables; every parameter under ``backbone.`` gets
+    ``lr * cfg.backbone_lr_mult``. Each group carries its ``lr_mult`` for the schedule.
+
+    Raises:
+        ConfigError: unknown ``param_rules``.
     """
-    decay, no_decay = [], []
+    if cfg.param_rules not in ("mmseg", "d2"):
+        raise ConfigError(f"optim.param_rules must be 'mmseg' or 'd2', got {cfg.param_rules!r}")
+    no_decay = _no_decay_names(model, cfg.param_rules)
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if any(k in name for k in NO_DECAY_KEYS) else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+            wd = 0.0 if name in no_decay else cfg.weight_decay
+            mult = cfg.backbone_lr_mult if name.startswith("backbone.") else 1.0
+            groups.setdefault((wd, mult), []).append(p)
+    params = [
+        {"params": ps, "weight_decay": wd, "lr_mult": mult, "lr": cfg.lr * mult}
+        for (wd, mult), ps in groups.items()
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
 def lr_at(it: int, base_lr: float, cfg: TrainCfg) -> float:

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
-from semask.configs.schema import ExperimentCfg
+from semask.configs.schema import ExperimentCfg, TrainCfg
 from semask.data.datasets import build_dataset
 from semask.data.transforms import TrainTransform
 from semask.engine.checkpoint import load_checkpoint, load_weights, remove_stale_temp_files, save_atomic
@@ -30,29 +30,60 @@ from semask.engine.evaluate import evaluate
 from semask.engine.inference import InferenceCfg, autocast
 from semask.engine.optim import build_optimizer, lr_at
 from semask.engine.sync_bn import convert_sync_batchnorm
-from semask.errors import CheckpointError, SemaskError
+from semask.errors import CheckpointError, ConfigError, SemaskError
 from semask.losses import semask_fpn_loss
 from semask.registry import create_model
 
 
 def build_model(cfg: ExperimentCfg) -> nn.Module:
-    """The network of an experiment, with ImageNet Swin weights when ``model.pretrained`` is set."""
+    """The network of an experiment (FPN or mask classification), with ImageNet Swin weights when
+    ``model.pretrained`` is set. ``model`` fields left at None keep the architecture's defaults.
+
+    Raises:
+        ConfigError: an unknown architecture, or a field the architecture does not have (e.g.
+            ``decoder_channels`` for a Mask2Former).
+    """
     m = cfg.model
-    extra = {} if m.decoder_channels is None else {"decoder_channels": m.decoder_channels}
-    model = create_model(
-        m.arch,
-        num_classes=m.num_classes,
-        drop_path_rate=m.drop_path_rate,
-        dropout=m.dropout,
-        sem_drop=m.sem_drop,
-        use_checkpoint=m.use_checkpoint,
-        **extra,
-    )
+    optional = {"dropout": m.dropout, "sem_drop": m.sem_drop, "decoder_channels": m.decoder_channels}
+    try:
+        model = create_model(
+            m.arch,
+            num_classes=m.num_classes,
+            drop_path_rate=m.drop_path_rate,
+            use_checkpoint=m.use_checkpoint,
+            **{k: v for k, v in optional.items() if v is not None},
+        )
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"model.arch={m.arch!r}: {err.args[0]}") from None
     if cfg.model.pretrained:
         from semask.convert import load_imagenet_backbone
 
         load_imagenet_backbone(model, cfg.model.pretrained)
     return model
+
+
+def compute_losses(
+    model: nn.Module, outputs, labels: torch.Tensor, t: TrainCfg, class_weight: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """The training losses of one batch, in fp32; every ``loss*`` entry is a term of the total loss.
+
+    Mask-classification models (those with a ``losses`` method: Mask2Former, MaskFormer) use their own criterion
+    (SPEC A1); FPN models :func:`semask.losses.semask_fpn_loss` with ``train.cate_weight``, ``ohem_min_kept`` and
+    ``class_weight``.
+
+    Args:
+        outputs: the model's forward output on (B, 3, H, W) images; labels: (B, H, W) int64, 255 = ignore.
+    """
+    if hasattr(model, "losses"):
+        return model.losses(outputs, labels)
+    return semask_fpn_loss(
+        outputs.logits.float(),
+        None if outputs.prior_logits is None else outputs.prior_logits.float(),
+        labels,
+        cate_weight=t.cate_weight,
+        ohem_min_kept=t.ohem_min_kept,
+        class_weight=class_weight,
+    )
 
 
 class SampleStream(Dataset):
@@ -133,6 +164,9 @@ def _train_transform(cfg: ExperimentCfg) -> TrainTransform:
         cat_max_ratio=d.cat_max_ratio,
         flip_prob=d.flip_prob,
         photometric=d.photometric,
+        short_edges=d.short_edges,
+        max_size=d.max_size,
+        image_pad_value=d.image_pad_value,
     )
 
 
@@ -201,8 +235,18 @@ def train(
         model = convert_sync_batchnorm(model, device)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(model, cfg.optim)
-    base_lrs = [cfg.optim.lr for _ in optimizer.param_groups]
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
+    if hasattr(model, "losses") and (t.ohem_min_kept is not None or t.class_weight is not None):
+        raise ConfigError(
+            f"{cfg.model.arch} uses its own criterion: train.ohem_min_kept and train.class_weight are FPN-only"
+        )
+    class_weight = None
+    if t.class_weight is not None:
+        if len(t.class_weight) != cfg.model.num_classes:
+            raise ConfigError(
+                f"train.class_weight has {len(t.class_weight)} values but model.num_classes is {cfg.model.num_classes}"
+            )
+        class_weight = torch.tensor(t.class_weight, dtype=torch.float32, device=device)
     start, best, nonfinite = 0, None, 0
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
@@ -265,19 +309,14 @@ def train(
         for it, batch in zip(range(start, t.max_iters), loader, strict=False):
             if isinstance(batch, SemaskError):
                 raise batch
-            for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                g["lr"] = lr_at(it, base, t)
+            lr = lr_at(it, cfg.optim.lr, t)
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_mult", 1.0)  # checkpoints of semask <= 0.1 have no lr_mult
             images, labels = (x.to(device, non_blocking=True) for x in batch)
             with autocast(device, t.amp):
                 outputs = net(images)
-            losses = semask_fpn_loss(
-                outputs.logits.float(),
-                None if outputs.prior_logits is None else outputs.prior_logits.float(),
-                labels,
-                cate_weight=t.cate_weight,
-                ohem_min_kept=t.ohem_min_kept,
-            )
-            loss = losses["loss_ce"] + losses.get("loss_cate", 0.0)
+            losses = compute_losses(model, outputs, labels, t, class_weight)
+            loss = sum(v for k, v in losses.items() if k.startswith("loss"))
             optimizer.zero_grad(set_to_none=True)
             if torch.isfinite(loss):
                 scaler.scale(loss).backward()
@@ -298,7 +337,7 @@ def train(
             if done % t.log_interval == 0 or done == t.max_iters:
                 scalars = {k: v.detach().item() for k, v in losses.items()} | {
                     "loss": loss.detach().item(),
-                    "lr": lr_at(it, base_lrs[0], t),
+                    "lr": lr,
                 }
                 bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}")
                 _log(writer, log, done, scalars | {"time_s": time.time() - t0})

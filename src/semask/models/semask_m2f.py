@@ -148,6 +148,9 @@ class SeMaskM2F(nn.Module):
     """SeMask-Swin + Mask2Former or MaskFormer head + parameter-free prior decoder. Inputs are normalised
     (B, 3, H, W) images of any size (padded to ``size_divisibility`` internally, bottom/right, zeros)."""
 
+    # predict_logits returns class scores (not logits): inference averages them as they are, without a softmax
+    scores_not_logits = True
+
     def __init__(self, cfg: SeMaskM2FConfig) -> None:
         super().__init__()
         if cfg.decoder not in ("mask2former", "maskformer"):
