@@ -5,6 +5,7 @@ Run on a quiet machine (nothing else computing), from the repository root:
     python benchmarks/bench_fpn.py [--threads N] [--reps 10] [--warmup 2] [--json results.json] \
         [--checkpoint runs/camvid_semask --data-root data/camvid]
     python benchmarks/bench_fpn.py --quick   # seconds-long smoke check (tiny model and sizes)
+    python benchmarks/bench_fpn.py --compile ...   # also torch.compile'd variants (compiling takes minutes)
 
 Latencies come from ONE process, with the variants interleaved round-robin over the repetitions (so drift hits all
 alike); each variant's ratio is its median over the reference fp32 median. Peak memory is the RSS growth of a fresh
@@ -12,8 +13,10 @@ alike); each variant's ratio is its median over the reference fp32 median. Peak 
 written W x H. Tables:
 
 1. whole-image inference (full-resolution logits), SeMask-T FPN: 512x512 with K=150 and 768x768 with K=19;
-   variants reference fp32, fast fp32, fast bf16, onnxruntime fp32 (the ONNX export, see ``semask export``);
-2. training step (forward, loss, backward, AdamW), batch 2, 512x512, K=150: reference fp32 vs fast bf16;
+   variants reference fp32, fast fp32, fast bf16 (with ``--compile`` also both compiled, weights frozen),
+   onnxruntime fp32 (the ONNX export, see ``semask export``);
+2. training step (forward, loss, backward, AdamW), batch 2, 512x512, K=150: reference fp32 vs fast bf16 (and fast
+   bf16 compiled);
 3. peak memory of inference at 1024x512, 2048x1024, 4096x2048 (K=150, stages 2-3 global) per implementation;
 4. with ``--checkpoint`` and ``--data-root`` (CamVid): identical argmax pixels of fast bf16 vs fast fp32 on val.
 """
@@ -30,14 +33,34 @@ import torch
 
 import semask
 from semask.benchmark import Step, bench_subprocess, inference_step, summarize, time_round_robin, train_step
+from semask.compile import compile_model
 
+# name -> (attention impl, autocast, torch.compile)
 VARIANTS = {
-    "reference fp32": ("reference", "none"),
-    "fast fp32": ("fast", "none"),
-    "fast bf16": ("fast", "bf16"),
+    "reference fp32": ("reference", "none", False),
+    "fast fp32": ("fast", "none", False),
+    "fast bf16": ("fast", "bf16", False),
+    "fast fp32 compiled": ("fast", "none", True),
+    "fast bf16 compiled": ("fast", "bf16", True),
+}
+TRAIN_VARIANTS = {
+    "reference fp32": ("reference", "none", False),
+    "fast bf16": ("fast", "bf16", False),
+    "fast bf16 compiled": ("fast", "bf16", True),
 }
 TARGETS = {"fast fp32": 0.70, "fast bf16": 0.45}
 TRAIN_TARGET = 0.80
+
+
+def selected(variants: dict, args: argparse.Namespace) -> dict:
+    """The variants to run: without ``--compile`` the compiled ones are left out (each compiles for minutes)."""
+    return {n: v for n, v in variants.items() if args.compile or not v[2]}
+
+
+def variant_model(model: torch.nn.Module, compiled: bool, train: bool) -> torch.nn.Module:
+    """A private copy of ``model``, compiled (frozen weights for inference) when asked."""
+    model = copy.deepcopy(model)
+    return compile_model(model, freeze=not train) if compiled else model
 
 
 def onnxruntime_step(model: torch.nn.Module, images: torch.Tensor, folder: Path) -> Step | None:
@@ -79,13 +102,18 @@ def inference_table(
     torch.manual_seed(0)
     model = semask.create_model(arch, num_classes=num_classes).eval()
     images = torch.randn(1, 3, *size)
-    steps = {name: inference_step(model, images, impl, amp) for name, (impl, amp) in VARIANTS.items()}
+    variants = selected(VARIANTS, args)
+    steps = {
+        n: inference_step(variant_model(model, c, False), images, i, a) for n, (i, a, c) in variants.items()
+    }
     with tempfile.TemporaryDirectory() as folder:
         ort = onnxruntime_step(model, images, Path(folder))
         if ort is not None:
             steps["onnxruntime fp32"] = ort
         times = time_round_robin(steps, args.warmup, args.reps)
-    memory = {n: peak_mb(arch, size, num_classes, i, a, False, 1) for n, (i, a) in VARIANTS.items()}
+    memory = {
+        n: peak_mb(arch, size, num_classes, i, a, False, 1) for n, (i, a, c) in variants.items() if not c
+    }
     return with_ratios(times, 1, memory)
 
 
@@ -93,10 +121,13 @@ def train_table(arch: str, size: tuple[int, int], batch: int, args: argparse.Nam
     torch.manual_seed(0)
     model = semask.create_model(arch, num_classes=150)
     images, labels = torch.randn(batch, 3, *size), torch.randint(0, 150, (batch, *size))
-    variants = {"reference fp32": ("reference", "none"), "fast bf16": ("fast", "bf16")}
-    steps = {n: train_step(copy.deepcopy(model), images, labels, i, a) for n, (i, a) in variants.items()}
+    variants = selected(TRAIN_VARIANTS, args)
+    steps = {
+        n: train_step(variant_model(model, c, True), images, labels, i, a)
+        for n, (i, a, c) in variants.items()
+    }
     times = time_round_robin(steps, args.warmup, args.reps)
-    memory = {n: peak_mb(arch, size, 150, i, a, True, batch) for n, (i, a) in variants.items()}
+    memory = {n: peak_mb(arch, size, 150, i, a, True, batch) for n, (i, a, c) in variants.items() if not c}
     return with_ratios(times, batch, memory)
 
 
@@ -191,6 +222,9 @@ def main() -> None:
     p.add_argument("--data-root", help="CamVid root (SegNet layout) for --checkpoint")
     p.add_argument("--json", help="also write all results to this JSON file")
     p.add_argument("--quick", action="store_true", help="tiny model and sizes, 2 rounds: a smoke check")
+    p.add_argument(
+        "--compile", action="store_true", help="add torch.compile variants (minutes of compiling per size)"
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

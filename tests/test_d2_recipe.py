@@ -24,6 +24,8 @@ def test_paper_rows_have_presets_with_the_official_recipe():
     for size in ("tiny", "small", "base", "large"):
         assert f"semask_swin_{size}_m2f_ade20k-640_160k" in list_configs()
         assert f"semask_swin_{size}_maskformer_ade20k-640_160k" in list_configs()
+        assert f"semask_swin_{size}_fapn_m2f_ade20k-640_160k" in list_configs()
+        assert f"semask_swin_{size}_msfapn_m2f_ade20k-640_160k" in list_configs()
         assert f"semask_swin_{size}_m2f_cityscapes-512x1024_90k" in list_configs()
     m2f = load_config("semask_swin_large_m2f_ade20k-640_160k")
     o, t, d = m2f.optim, m2f.train, m2f.data
@@ -38,6 +40,8 @@ def test_paper_rows_have_presets_with_the_official_recipe():
     assert d.short_edges == tuple(range(320, 1281, 64)) and d.max_size == 2560 and d.crop_size == (640, 640)
     assert d.image_pad_value == 128 and d.cat_max_ratio == 1.0 and d.test_scale == (2560, 640)
     assert m2f.eval.tta_scales == tuple((4480, s) for s in range(320, 1121, 160))
+    fapn = load_config("semask_swin_large_fapn_m2f_ade20k-640_160k")
+    assert (fapn.optim, fapn.train, fapn.data) == (o, t, d)
     mf = load_config("semask_swin_large_maskformer_ade20k-640_160k")
     assert (mf.optim.lr, mf.optim.weight_decay, mf.optim.backbone_lr_mult) == (6e-5, 0.01, 1.0)
     assert (mf.train.warmup_iters, mf.train.warmup_ratio, mf.train.amp) == (1500, 1e-6, "none")

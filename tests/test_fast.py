@@ -137,3 +137,19 @@ def test_bench_cli_json(capsys, train):
     assert result["median_s"] >= result["min_s"] > 0
     assert result["images_per_s"] == pytest.approx(2 / result["median_s"])
     assert result["peak_mem_mb"] >= 0
+
+
+def test_compiled_fast_path_matches_reference():
+    """torch.compile (inductor, frozen weights) of the fast path: one graph, same logits as the reference."""
+    from semask.compile import compile_model
+
+    model = _model().eval()
+    x = torch.randn(1, 3, 70, 90)  # pads to window multiples and shifts in every stage
+    with torch.no_grad(), use_impl("reference"):
+        ref = model.predict_logits(x)
+    explanation = torch._dynamo.explain(model.predict_logits)(x)
+    assert explanation.graph_break_count == 0
+    compiled = compile_model(_model().eval(), freeze=True)
+    with torch.no_grad(), use_impl("fast"):
+        out = compiled.predict_logits(x)
+    assert (out - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max())

@@ -4,14 +4,15 @@ a short real training run, configs, and conversion of the full-size official key
 import json
 import math
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _d2 import assert_manifest_converts, manifest_state_dict
 
 import semask
-from semask.backbones.swin import relative_position_index
 from semask.convert import convert_checkpoint
 from semask.data.datasets import build_dataset
 from semask.data.transforms import TrainTransform
@@ -178,7 +179,7 @@ def test_training_iterations_lower_the_loss_on_camvid():
 
 def test_config_round_trip_and_registry():
     names = semask.list_models("semask_swin_*_m2f") + semask.list_models("semask_swin_*_maskformer")
-    assert len(names) == 10
+    assert len(names) == 20  # 5 sizes x (Mask2Former, FaPN and MSFaPN Mask2Former, MaskFormer)
     cfg = semask.create_model("semask_swin_test_maskformer", num_classes=7).cfg
     assert SeMaskM2FConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="unknown model config keys"):
@@ -196,22 +197,6 @@ def test_config_round_trip_and_registry():
     )
 
 
-def manifest_state_dict(entry: dict) -> dict[str, torch.Tensor]:
-    """The manifest's keys as meta tensors (the standard relative_position_index, which is checked, as values)."""
-    window = entry["backbone"]["window_size"]
-    return {
-        k: relative_position_index(window)
-        if k.endswith("relative_position_index")
-        else torch.empty(shape, device="meta")
-        for k, (shape, _) in entry["state_dict"].items()
-    }
-
-
-@pytest.fixture(scope="module")
-def manifests(fixture_path) -> dict:
-    return json.loads(fixture_path("semask_d2", "official_d2_checkpoint_keys.json").read_text())
-
-
 @pytest.mark.parametrize("name", list(MANIFESTS))
 def test_full_size_official_checkpoints_convert_and_load_strictly(manifests, name):
     entry = manifests[name]
@@ -221,29 +206,8 @@ def test_full_size_official_checkpoints_convert_and_load_strictly(manifests, nam
             k.replace("sem_seg_head.", "sem_seg_head.pixel_decoder.", 1) if ".pixel_decoder." in k else k: v
             for k, v in sd.items()
         }
-    cfg, converted = convert_checkpoint(MANIFESTS[name], {"model": sd, "iteration": 0})
-    with torch.device("meta"):
-        model = SeMaskM2F(cfg)
-    model.load_state_dict(converted, strict=True, assign=True)
-    assert sum(p.numel() for p in model.parameters()) == entry["n_params"]
-    for prefix, count in entry["n_params_by_top_module"].items():
-        assert sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix)) == count
-    layout = {"SWSeMaskBlock": "window", "SeMaskBlock": "global"}
-    assert cfg.semantic_attention == tuple(layout[t] for t in entry["semantic_layer_types"])
-    assert cfg.sem_window_size == entry["backbone"]["sem_window_size"]
-    head = entry["head"]
-    assert (cfg.hidden_dim, cfg.num_queries, cfg.dim_feedforward, cfg.dec_layers) == (
-        head["hidden_dim"],
-        head["num_queries"],
-        head["dim_feedforward"],
-        head["dec_layers"],
-    )
     arch = "semask_swin_large_" + ("maskformer" if "maskformer" in name else "m2f")
-    with torch.device("meta"):  # the registered preset is the same network
-        preset = semask.create_model(
-            arch, num_classes=entry["num_classes"], sem_window_size=cfg.sem_window_size
-        )
-    assert sum(p.numel() for p in preset.parameters()) == entry["n_params"]
+    assert_manifest_converts(entry, sd, partial(convert_checkpoint, MANIFESTS[name]), arch)
 
 
 def test_conversion_errors_name_the_problem(manifests):

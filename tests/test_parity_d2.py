@@ -18,216 +18,29 @@ change that scaling every weight by (1 + 2^-23), one float32 ulp, causes; it is 
 errors still fail (the perturbation test shows what a wrong weight does).
 """
 
-import json
-import re
+from functools import partial
 
 import pytest
-import torch
-from safetensors import safe_open
+from _d2 import (
+    assert_fixture_parity,
+    fixture_float_keys,
+    load_fixture,
+    module_families,
+    perturbations_that_keep_parity,
+)
 
 from semask.convert import convert_checkpoint
-from semask.decoders.mask2former import ReplayPoints, build_targets, decode_priors, semantic_inference
-from semask.models.semask_m2f import MaskSegOutput, SeMaskM2F
 
 SOURCES = {
     "m2f_ade_e16_w12_k150": "semask-m2f-d2",
     "m2f_cityscapes_e32_w12_sw7_k19": "semask-m2f-d2",
     "maskformer_ade_e16_w12_k150": "semask-maskformer-d2",
 }
-LAYOUT = {"SWSeMaskBlock": "window", "SeMaskBlock": "global"}
-PREFIX = "state_dict."
-ULP, CAP = 2.0**-23, 2e-3
-
-
-def load_fixture(fixture_path, name: str) -> tuple[dict, dict[str, torch.Tensor], SeMaskM2F]:
-    """Fixture metadata, tensors and the converted model (official state dict, fp16 -> fp32, strict load)."""
-    meta = json.loads(fixture_path("semask_d2", f"{name}.json").read_text())
-    with safe_open(fixture_path("semask_d2", f"{name}.safetensors"), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    sd = {
-        k[len(PREFIX) :]: v.float() if v.is_floating_point() else v
-        for k, v in tensors.items()
-        if k.startswith(PREFIX)
-    }
-    cfg, converted = convert_checkpoint(
-        SOURCES[name], {"model": sd}
-    )  # layout and sem window: per-project rules
-    assert cfg.semantic_attention == tuple(LAYOUT[t] for t in meta["semantic_layer_types"])
-    assert cfg.sem_window_size == meta["semantic_layer_window_sizes"][0]
-    model = SeMaskM2F(cfg)
-    model.load_state_dict(converted, strict=True)
-    assert sum(p.numel() for p in model.parameters()) == meta["n_params"]
-    return meta, tensors, model.eval()
-
-
-@torch.no_grad()
-def run_case(model: SeMaskM2F, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], MaskSegOutput]:
-    """Every tensor the fixture README names (without ``case{i}.``), and the output the losses take."""
-    feats = model.backbone(model.pad(x))
-    pix, pred = model.sem_seg_head(feats.features)
-    prior = decode_priors(feats.semantic_maps)
-    res = {f"backbone.res{s + 2}": f for s, f in enumerate(feats.features)}
-    res |= {f"backbone.sem_res{s + 2}": m for s, m in enumerate(feats.semantic_maps)}
-    res |= {"pixel_decoder.mask_features": pix.mask_features, "pixel_decoder.fpn_res2": pix.fpn_res2}
-    res |= {
-        f"pixel_decoder.multi_scale_features.{j}": f for j, f in enumerate(pix.multi_scale_features or [])
-    }
-    res |= {"predictor.pred_logits": pred.pred_logits, "predictor.pred_masks": pred.pred_masks}
-    for j, aux in enumerate(pred.aux_outputs):
-        res |= {
-            f"predictor.aux_outputs.{j}.pred_logits": aux.pred_logits,
-            f"predictor.aux_outputs.{j}.pred_masks": aux.pred_masks,
-        }
-    res |= {f"predictor.attn_mask.{j}": m.to(torch.uint8) for j, m in enumerate(pred.attn_masks)}
-    res |= {
-        "sem_head.pred": prior,
-        "semseg": semantic_inference(pred.pred_logits, pred.pred_masks, x.shape[-2:]),
-    }
-    out = MaskSegOutput(
-        pred.pred_logits, pred.pred_masks, pred.aux_outputs, pred.attn_masks, prior, x.shape[-2:]
-    )
-    return res, out
-
-
-def rel_diffs(ours: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> dict[str, float]:
-    """max|ours - ref| / max(1, max|ref|) per tensor ref holds (masks: count of differing entries)."""
-    out = {}
-    for name, r in ref.items():
-        o = ours[name]
-        if o.shape != r.shape:
-            out[name] = float("inf")
-        elif r.dtype == torch.uint8:
-            out[name] = float((o != r).sum())
-        else:
-            out[name] = float((o - r).abs().max() / max(1.0, float(r.abs().max())))
-    return out
-
-
-def replay_points(tensors: dict[str, torch.Tensor], case: int) -> ReplayPoints:
-    """The stored ``loss_replay`` coordinates of a case, keyed as the criterion asks for them."""
-    head = f"case{case}.loss_replay."
-    matcher = {
-        tuple(map(int, k.split(".")[-2:])): v for k, v in tensors.items() if k.startswith(head + "matcher")
-    }
-    loss = {int(k.split(".")[-1]): v for k, v in tensors.items() if k.startswith(head + "mask_point")}
-    return ReplayPoints(matcher, loss)
-
-
-@torch.no_grad()
-def losses_and_indices(
-    model: SeMaskM2F, out: MaskSegOutput, labels: torch.Tensor, mode: dict, tensors, case: int
-):
-    """(unweighted, weighted, indices) of one loss capture: ``replay`` or ``official`` (seeded RNG)."""
-    sampler = replay_points(tensors, case) if mode["name"] == "replay" else None
-    if mode["name"] == "official" and mode["num_points"]:
-        torch.manual_seed(mode["seed"])  # official: seed right before the criterion call
-    unweighted, indices = model.criterion(out, out.prior_logits, labels, sampler)
-    if mode["num_points"] and mode["name"] == "official":
-        torch.manual_seed(mode["seed"])
-    weighted = model.losses(out, labels, sampler)  # public API, same draws
-    return unweighted, weighted, indices
-
-
-def loss_modes(case: dict) -> list[dict]:
-    return [{"name": k, **v} for k, v in case["loss"].items() if v is not None]
-
-
-def scaled_weights(model: SeMaskM2F, factor: float) -> dict[str, torch.Tensor]:
-    """Multiply every float parameter by ``factor`` in place; returns the originals."""
-    saved = {k: p.detach().clone() for k, p in model.named_parameters()}
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(factor)
-    return saved
-
-
-def restore(model: SeMaskM2F, saved: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for k, p in model.named_parameters():
-            p.copy_(saved[k])
-
-
-def check_indices(model: SeMaskM2F, out: MaskSegOutput, labels, ours, ref, sampler) -> list[str]:
-    """Layers/images whose matching differs from the reference without being an fp32 tie."""
-    bad, targets = [], build_targets(labels)
-    preds = [out, *out.aux_outputs]
-    for layer, (ours_l, ref_l) in enumerate(zip(ours, ref, strict=True)):
-        for b, ((rows, cols), (ref_rows, ref_cols)) in enumerate(zip(ours_l, ref_l, strict=True)):
-            if rows.tolist() == ref_rows and cols.tolist() == ref_cols:
-                continue
-            if sampler is None and model.criterion.num_points is not None:
-                bad.append(
-                    f"layer {layer} image {b}: random matcher points cannot be re-drawn to check a tie"
-                )
-                continue
-            cost = model.criterion.matcher.cost_matrix(
-                preds[layer].pred_logits[b], preds[layer].pred_masks[b], targets[b], layer, b, sampler
-            )
-            best, theirs = float(cost[rows, cols].sum()), float(cost[ref_rows, ref_cols].sum())
-            if abs(theirs - best) > 1e-5 * max(1.0, abs(best)):
-                bad.append(
-                    f"layer {layer} image {b}: ours {rows.tolist()}->{cols.tolist()} cost {best}, ref {theirs}"
-                )
-    return bad
 
 
 @pytest.mark.parametrize("name", list(SOURCES))
 def test_outputs_losses_and_matching_match_official(fixture_path, name):
-    meta, tensors, model = load_fixture(fixture_path, name)
-    for i, case in enumerate(meta["cases"]):
-        x, labels = tensors[f"case{i}.input"], tensors[f"case{i}.loss.seg_maps"].long()
-        assert torch.equal(model.pad(x), tensors[f"case{i}.input_padded"])
-        ours, out = run_case(model, x)
-        prefix = f"case{i}."
-        stored = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        ref = {k: v for k, v in stored.items() if not re.match(r"input|loss", k)}
-        assert set(ref) <= set(ours) and len(ours) - len(ref) == (0 if "sem_head.pred" in ref else 1)
-        with torch.no_grad():
-            assert torch.equal(model.predict_logits(x), ours["semseg"])  # the public inference path
-        saved = scaled_weights(model, 1 + ULP)
-        perturbed, pert_out = run_case(model, x)
-        pert_losses = {
-            m["name"]: losses_and_indices(model, pert_out, labels, m, tensors, i)[0] for m in loss_modes(case)
-        }
-        restore(model, saved)
-        floor = rel_diffs(perturbed, {k: ours[k] for k in ref})
-        diffs = rel_diffs(ours, ref)
-        failed = {
-            k: (d, floor[k])
-            for k, d in diffs.items()
-            if (d != 0 if ref[k].dtype == torch.uint8 else not d <= min(CAP, max(1e-4, 4 * floor[k])))
-        }
-        assert not failed, f"case {i} (diff, fp32 noise floor): {failed}"
-        for mode in loss_modes(case):
-            unweighted, weighted, indices = losses_and_indices(model, out, labels, mode, tensors, i)
-            tol = 1e-4 if mode["name"] == "official" and mode["num_points"] else 1e-5
-            for kind, values in (("unweighted", unweighted), ("weighted", weighted)):
-                assert list(values) == list(mode[kind]), (mode["name"], kind)
-                for key, expected in mode[kind].items():
-                    base = float(unweighted[key])
-                    floor_k = abs(float(pert_losses[mode["name"]][key]) - base) / max(abs(base), 1e-12)
-                    # a loss is no more precise than the outputs it is computed from (ill-conditioned case 1)
-                    rel = min(CAP, max(tol, 4 * floor_k, max(floor.values())))
-                    assert float(values[key]) == pytest.approx(expected, rel=rel, abs=1e-7), (
-                        mode["name"],
-                        kind,
-                        key,
-                    )
-            sampler = replay_points(tensors, i) if mode["name"] == "replay" else None
-            bad = check_indices(model, out, labels, indices, mode["matched_indices"], sampler)
-            assert not bad, (mode["name"], bad)
-
-
-def module_families(keys: list[str]) -> list[str]:
-    """One float tensor per module family: indices replaced by '#', the LAST module of each family (e.g. the last
-    decoder layer: the first MaskFormer self-attention only ever sees identical zero queries), its weight if any."""
-    chosen: dict[str, str] = {}
-    for key in keys:
-        module, param = key.rsplit(".", 1)
-        family = re.sub(r"\.\d+(?=\.|$)", ".#", module)
-        if family not in chosen or param == "weight" or not chosen[family].endswith(".weight"):
-            chosen[family] = key
-    return sorted(chosen.values())
+    assert_fixture_parity(*load_fixture(fixture_path, name, partial(convert_checkpoint, SOURCES[name])))
 
 
 @pytest.mark.parametrize("name", ["m2f_ade_e16_w12_k150", "maskformer_ade_e16_w12_k150"])
@@ -237,38 +50,8 @@ def test_perturbing_any_module_family_breaks_parity(fixture_path, name):
     Exception, by the math: ``mlp_cls_k.bias`` adds q_i . b to every score of query row i, a constant per softmax
     row, so softmax(Q K^T) is unchanged; the test asserts that invariance instead.
     """
-    meta, tensors, model = load_fixture(fixture_path, name)
-    x, labels = tensors["case0.input"], tensors["case0.loss.seg_maps"].long()
-    ref = {
-        k[6:]: v for k, v in tensors.items() if k.startswith("case0.") and not re.match(r"input|loss", k[6:])
-    }
-    mode = loss_modes(meta["cases"][0])[-1]  # replay (Mask2Former) / official (MaskFormer): deterministic
-
-    def parity_holds() -> bool:
-        ours, out = run_case(model, x)
-        diffs = rel_diffs(ours, ref)
-        if any(d != 0 if ref[k].dtype == torch.uint8 else not d <= 1e-4 for k, d in diffs.items()):
-            return False  # NaN counts as a failure
-        weighted = losses_and_indices(model, out, labels, mode, tensors, 0)[1]
-        return all(
-            float(weighted[k]) == pytest.approx(v, rel=1e-5, abs=1e-7) for k, v in mode["weighted"].items()
-        )
-
-    assert parity_holds()
-    floats = [k[len(PREFIX) :] for k, v in tensors.items() if k.startswith(PREFIX) and v.is_floating_point()]
-    keys = module_families(floats) + ["backbone.layers.3.semantic_layer.class_injection.0.mlp_cls_k.bias"]
-    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    gen = torch.Generator().manual_seed(0)
-    undetected, invariant = [], []
-    for key in keys:
-        p = state[key]
-        saved = p.detach().clone()
-        with torch.no_grad():
-            p.add_(0.5 * (saved.std(correction=0) + 0.1) * torch.randn(p.shape, generator=gen))
-        holds = parity_holds()
-        with torch.no_grad():
-            p.copy_(saved)
-        if holds:
-            (invariant if key.endswith("mlp_cls_k.bias") else undetected).append(key)
-    assert len(keys) > 40 and undetected == [], undetected
-    assert invariant == ["backbone.layers.3.semantic_layer.class_injection.0.mlp_cls_k.bias"]
+    meta, tensors, model = load_fixture(fixture_path, name, partial(convert_checkpoint, SOURCES[name]))
+    invariant = "backbone.layers.3.semantic_layer.class_injection.0.mlp_cls_k.bias"
+    keys = module_families(fixture_float_keys(tensors)) + [invariant]
+    assert len(keys) > 40
+    assert perturbations_that_keep_parity(meta, tensors, model, keys) == [invariant]

@@ -34,7 +34,8 @@ from semask.errors import CheckpointError, ConfigError, DataError, SemaskError
 from semask.pretrained import PRETRAINED, PretrainedCfg, file_sha256, load_model, load_pretrained, save_model
 
 PRESET = "semask_swin_nano_fpn_camvid-demo"
-FOLDER_TINY = [o for o in TINY if not o.startswith("data.root")]  # --data-root gives the root
+# --data-root gives the root; the CamVid class weights do not fit the other class counts used here
+FOLDER_TINY = [o for o in TINY if not o.startswith("data.root")] + ["train.class_weight=None"]
 ITERS = 8  # length of the interrupted runs (seconds on a CPU)
 
 
@@ -557,7 +558,8 @@ def test_converted_weights_that_do_not_fit_their_config(tmp_path, model_file):
 def test_resume_with_another_class_count_is_refused(straight_run):
     before = {name: (straight_run / name).read_bytes() for name in ("config.json", "last.pt")}
     with pytest.raises(CheckpointError, match=r"last\.pt: weights do not fit the model: .*decode_head"):
-        train(_cfg(f"train.max_iters={ITERS + 1}", "model.num_classes=5"), straight_run, resume=True)
+        cfg = _cfg(f"train.max_iters={ITERS + 1}", "model.num_classes=5", "train.class_weight=None")
+        train(cfg, straight_run, resume=True)
     assert before == {name: (straight_run / name).read_bytes() for name in before}
 
 

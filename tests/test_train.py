@@ -12,7 +12,7 @@ import torch
 from semask.configs import load_config
 from semask.engine.optim import build_optimizer, lr_at
 from semask.engine.train import train
-from semask.errors import SemaskError
+from semask.errors import ConfigError, SemaskError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "camvid_sample"
@@ -69,6 +69,12 @@ def test_refuses_to_overwrite_a_run(tmp_path):
     train(cfg, tmp_path, progress=False)
     with pytest.raises(SemaskError, match="--resume"):
         train(cfg, tmp_path, progress=False)
+
+
+def test_class_weights_must_match_the_classes(tmp_path):
+    assert len(_cfg().train.class_weight) == 11  # the CamVid presets weight the rare classes
+    with pytest.raises(ConfigError, match="class_weight has 11 values but model.num_classes is 5"):
+        train(_cfg("train.max_iters=1", "model.num_classes=5"), tmp_path, progress=False)
 
 
 def test_ddp_two_processes_equal_one(tmp_path):

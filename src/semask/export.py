@@ -1,13 +1,18 @@
-"""ONNX export of whole-image inference: normalised images in, full-resolution logits out.
+"""ONNX export of whole-image inference: normalised images in, full-resolution per-class logits out.
 
-The graph is ``model.predict_logits`` (official ``encode_decode``) traced by ``torch.onnx.export``'s TorchScript
-exporter with dynamic batch, height and width. Tracing runs the ``reference`` attention (explicit matmul + softmax,
-no cached tensors), pads to window multiples unconditionally and derives every size with non-negative integer ops
-(:mod:`semask.layers.windows`), so one graph serves every input size. (The ``torch.export`` based exporter needed
-minutes of symbolic-shape work for the 8-block test model; the TorchScript one takes about a second.)
+The graph is ``model.predict_logits`` traced by ``torch.onnx.export``'s TorchScript exporter with dynamic batch,
+height and width: official ``encode_decode`` for Semantic-FPN models, and for the mask-classification models
+(Mask2Former, MaskFormer, FaPN and MSFaPN Mask2Former) pad to 32 -> head -> official ``semantic_inference`` ->
+crop, whose per-class scores (not logits; same argmax) take the ``logits`` output. MSDeformAttn and DCNv2 sample
+with ``grid_sample`` (ONNX ``GridSample``, opset >= 16). Tracing runs the ``reference`` attention (explicit matmul
++ softmax, no cached tensors), pads to window multiples unconditionally and derives every size with non-negative
+integer ops (:mod:`semask.layers.windows`), so one graph serves every input size. (The ``torch.export`` based
+exporter needed minutes of symbolic-shape work for the 8-block test model; the TorchScript one takes about a
+second.)
 """
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -18,7 +23,8 @@ from semask.layers.impl import use_impl
 
 
 class FullResLogits(nn.Module):
-    """Wraps a segmenter so ``forward`` is ``predict_logits``: (B, 3, H, W) -> (B, K, H, W)."""
+    """Wraps a segmenter so ``forward`` is ``predict_logits``: (B, 3, H, W) -> (B, K, H, W) logits (mask models:
+    scores)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -34,10 +40,11 @@ def export_onnx(
     """Write ``model`` as an ONNX graph with input ``images`` (B, 3, H, W) and output ``logits`` (B, K, H, W).
 
     Args:
-        model: a segmenter with ``predict_logits``; it is put in eval mode and moved to CPU fp32.
+        model: a segmenter with ``predict_logits`` (``SeMaskFPN``, ``SeMaskM2F`` with any decoder); it is put in
+            eval mode and moved to CPU fp32.
         path: the ``.onnx`` file to write (weights embedded).
         size: (H, W) in pixels of the example input used for tracing; the graph accepts any size.
-        opset: ONNX opset (default 17).
+        opset: ONNX opset (default 17; at least 16 for the mask-classification models' ``GridSample``).
 
     Returns:
         ``path``.
@@ -71,16 +78,20 @@ def export_onnx(
     return path
 
 
-def onnx_max_rel_diff(path: str | Path, model: nn.Module, images: torch.Tensor) -> float:
+def onnx_max_rel_diff(
+    path: str | Path, model: nn.Module, images: torch.Tensor | Sequence[torch.Tensor]
+) -> float:
     """Compare onnxruntime with PyTorch (``reference`` impl) on ``images``.
 
     Args:
         path: an ONNX file from :func:`export_onnx`.
         model: the PyTorch segmenter it was exported from.
-        images: (B, 3, H, W) normalised fp32 images.
+        images: (B, 3, H, W) normalised fp32 images, or several such batches (any sizes; one onnxruntime
+            session serves them all).
 
     Returns:
-        max|ort - torch| / max(1, max|torch|) over the (B, K, H, W) logits.
+        max|ort - torch| / max(1, max|torch|) over the (B, K, H, W) logits (mask models: scores); with several
+        batches, the largest of their values.
 
     Raises:
         ConfigError: onnxruntime is not installed.
@@ -90,7 +101,10 @@ def onnx_max_rel_diff(path: str | Path, model: nn.Module, images: torch.Tensor) 
     except ImportError:
         raise ConfigError("checking an export needs onnxruntime: pip install 'semask[onnx]'") from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (ours,) = session.run(["logits"], {"images": images.cpu().numpy()})
-    with use_impl("reference"), torch.no_grad():
-        ref = model.eval().cpu().predict_logits(images.cpu())
-    return float((torch.from_numpy(ours) - ref).abs().max() / max(1.0, float(ref.abs().max())))
+    diffs = []
+    for batch in [images] if isinstance(images, torch.Tensor) else images:
+        (ours,) = session.run(["logits"], {"images": batch.cpu().numpy()})
+        with use_impl("reference"), torch.no_grad():
+            ref = model.eval().cpu().predict_logits(batch.cpu())
+        diffs.append(float((torch.from_numpy(ours) - ref).abs().max() / max(1.0, float(ref.abs().max()))))
+    return max(diffs)

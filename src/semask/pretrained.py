@@ -31,14 +31,19 @@ def _json_path(path: Path) -> Path:
 
 
 def write_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:
-    """Write tensors to a ``.safetensors`` file. Raises ConfigError for another suffix."""
+    """Write tensors to a ``.safetensors`` file. A tensor stored under several keys (FaPN's shared GroupNorms) is
+    written once per key. Raises ConfigError for another suffix."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ConfigError(f"{path}: weights are written as safetensors; use a name ending in .safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.detach().contiguous() for k, v in state_dict.items()}, str(path), metadata={"format": "pt"}
-    )
+    tensors, storages = {}, set()
+    for key, value in state_dict.items():
+        value = value.detach().contiguous()
+        storage = value.untyped_storage().data_ptr()
+        tensors[key] = value.clone() if storage in storages else value  # safetensors refuses shared memory
+        storages.add(storage)
+    save_file(tensors, str(path), metadata={"format": "pt"})
     return path
 
 

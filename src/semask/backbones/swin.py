@@ -243,10 +243,14 @@ class SwinStage(nn.Module):
         self.downsample = PatchMerging(dim) if downsample else None
 
     def _shift_mask(self, h: int, w: int, x: torch.Tensor) -> torch.Tensor:
-        """Built on every forward (``reference``) or cached per (size, device, dtype) (``fast``)."""
+        """Built on every forward (``reference``, or inside a ``torch.compile`` graph) or cached per (size,
+        device, dtype) (``fast``)."""
         m = self.window_size
         hp, wp = round_up(h, m), round_up(w, m)
-        build = shift_attention_mask if get_impl() == "reference" else cached_shift_attention_mask
+        cache = (
+            get_impl() == "fast" and not torch.compiler.is_compiling()
+        )  # compiled graphs fold it as a constant
+        build = cached_shift_attention_mask if cache else shift_attention_mask
         return build(hp, wp, m, x.device, x.dtype)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor | None]:

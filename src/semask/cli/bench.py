@@ -1,8 +1,8 @@
-"""``semask bench MODEL --size H W [--batch B] [--amp none|bf16] [--impl fast|reference] [--train] [--json]``.
+"""``semask bench MODEL --size H W [--batch B] [--amp none|bf16] [--impl fast|reference] [--compile] [--train] [--json]``.
 
 Times whole-image inference (full-resolution logits) or, with ``--train``, a full training step on random data;
 reports median and min seconds per step, images/s and the peak memory of the steps (growth of the RSS high-water
-mark over the RSS after building the model, the input and a 32x32 priming pass, on CPU; peak allocated on CUDA).
+mark over the RSS after building the model, the input and a priming pass, on CPU; peak allocated on CUDA).
 Run one configuration per process: the RSS high-water mark cannot be reset.
 """
 
@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype")
     p.add_argument("--impl", choices=IMPLS, default="fast", help="attention implementation")
     p.add_argument("--train", action="store_true", help="time forward + loss + backward + AdamW step")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the model first (frozen weights for inference)"
+    )
     p.add_argument("--num-classes", type=int, help="classes K of an architecture (default: its own)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--iters", type=int, default=10, help="timed steps")
@@ -42,11 +45,17 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = resolve_model(args.model, args.num_classes).to(device)
+    if args.compile:
+        from semask.compile import compile_model
+
+        compile_model(model, freeze=not args.train)
     h, w = args.size
     images = torch.randn(args.batch, 3, h, w, device=device)
-    # one untimed 32x32 inference first maps the kernels' code and lazily built state into the process, so the
-    # RSS growth measured below is (mostly) the tensors of the steps
-    benchmark.inference_step(model, images[:1, :, :32, :32], args.impl, args.amp)()
+    # one untimed inference first maps the kernels' code and lazily built state into the process, so the RSS
+    # growth measured below is (mostly) the tensors of the steps; 32x32 is enough, except for a compiled model,
+    # which would otherwise compile twice (and then for dynamic shapes)
+    prime = images[:1] if args.compile else images[:1, :, :32, :32]
+    benchmark.inference_step(model, prime, args.impl, args.amp)()
     if args.train:
         labels = torch.randint(0, model.num_classes, (args.batch, h, w), device=device)
         step = benchmark.train_step(model, images, labels, args.impl, args.amp)
@@ -63,12 +72,16 @@ def run(args: argparse.Namespace) -> int:
         peak = max(0.0, benchmark.peak_rss_mb() - rss_before)
     result = benchmark.summarize(times, args.batch, peak)
     setup = {"model": args.model, "size": [h, w], "batch": args.batch, "impl": args.impl, "amp": args.amp}
+    setup |= {"compile": args.compile}
     setup |= {"train": args.train, "device": str(device), "threads": torch.get_num_threads()}
     if args.json:
         print(json.dumps(setup | result))
     else:
         what = "training step" if args.train else "inference"
-        print(f"{args.model} {what} {args.batch}x3x{h}x{w}  impl={args.impl} amp={args.amp} on {device}")
+        print(
+            f"{args.model} {what} {args.batch}x3x{h}x{w}  impl={args.impl} amp={args.amp} "
+            f"compile={args.compile} on {device}"
+        )
         print(
             f"median {result['median_s'] * 1e3:.1f} ms  min {result['min_s'] * 1e3:.1f} ms  "
             f"{result['images_per_s']:.2f} images/s  peak memory {peak:.0f} MiB"

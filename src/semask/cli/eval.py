@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratios", type=float, nargs="+", help="ms TTA ratios (default 0.5 .. 1.75)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     p.add_argument(
+        "--compile", action="store_true", help="torch.compile the model first (minutes; then faster)"
+    )
+    p.add_argument(
         "--unknown-label",
         choices=["error", "ignore"],
         help="label values that are not classes: fail naming the file, or ignore them (default: the run's)",
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     _, _, device = init_distributed()
     model, info = load_trained_model(args.model)
+    if args.compile:
+        from semask.compile import compile_model
+
+        compile_model(model, freeze=True)
     cfg = ExperimentCfg.from_dict(info["experiment"]) if "experiment" in info else ExperimentCfg()
     dataset = args.dataset or (cfg.data.dataset if "experiment" in info else None)
     if dataset is None:

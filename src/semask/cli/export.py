@@ -1,7 +1,8 @@
 """``semask export MODEL_OR_CHECKPOINT --format onnx OUT.onnx [--size H W] [--opset N] [--num-classes K]``.
 
-Writes whole-image inference (normalised (B, 3, H, W) images -> (B, K, H, W) logits) with dynamic batch, height
-and width, then checks onnxruntime against PyTorch on a random input of another size when onnxruntime is present.
+Writes whole-image inference (normalised (B, 3, H, W) images -> (B, K, H, W) logits; per-class scores for the
+mask-classification models: Mask2Former, MaskFormer, FaPN and MSFaPN Mask2Former) with dynamic batch, height and
+width, then checks onnxruntime against PyTorch on a random input of another size when onnxruntime is present.
 """
 
 import argparse

@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
     p.add_argument("--stride", type=int, nargs=2, default=(341, 341), metavar=("H", "W"))
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the model first (minutes; then faster)"
+    )
     p.add_argument("--opacity", type=float, default=0.5, help="overlay opacity")
     p.add_argument(
         "--max-pixels",
@@ -65,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"no input images found in {' '.join(args.inputs)}")
     max_pixels = MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
     model, info = load_trained_model(args.model)
+    if args.compile:
+        from semask.compile import compile_model
+
+        compile_model(model, freeze=True)
     if args.priors and model.cfg.semantic_attention is None:
         raise ConfigError(f"--priors: {args.model} is a plain Swin model without semantic layers (no priors)")
     palette = [tuple(c) for c in info.get("palette", default_palette(model.num_classes))]

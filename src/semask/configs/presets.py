@@ -104,7 +104,8 @@ def _d2_recipe(short_edges: list[int], max_size: int, mask2former: bool) -> dict
 
 
 def _d2_ade20k(arch: str) -> ExperimentCfg:
-    """SeMask Mask2Former / MaskFormer ADE20K (official ``configs/ade20k/semantic-segmentation/semask_swin``):
+    """SeMask Mask2Former / MaskFormer / FaPN / MSFaPN ADE20K (official ``configs/ade20k/semantic-segmentation/
+    semask_swin``; FaPN and MSFaPN share the Mask2Former recipe):
     640 crops, 160k iterations; test short side 640 (max 2560); TTA short sides 320..1120 (max 4480) + flip."""
     mask2former = "maskformer" not in arch
     # INPUT.MIN_SIZE_TRAIN, as the official configs compute it
@@ -213,7 +214,8 @@ def _register() -> None:
                 name = build(arch, size).name
                 PRESETS[name] = lambda b=build, a=arch, s=size: b(a, s)
     for size in ("tiny", "small", "base", "large"):
-        for arch in (f"semask_swin_{size}_m2f", f"semask_swin_{size}_maskformer"):
+        for decoder in ("m2f", "maskformer", "fapn_m2f", "msfapn_m2f"):
+            arch = f"semask_swin_{size}_{decoder}"
             PRESETS[_d2_ade20k(arch).name] = lambda a=arch: _d2_ade20k(a)
         arch = f"semask_swin_{size}_m2f"
         PRESETS[_d2_cityscapes(arch).name] = lambda a=arch: _d2_cityscapes(a)

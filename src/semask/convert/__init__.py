@@ -22,6 +22,8 @@ SOURCES = {
     "semask-fpn-mmseg": semask_fpn_mmseg.convert,
     "semask-m2f-d2": semask_d2.convert_m2f,
     "semask-maskformer-d2": semask_d2.convert_maskformer,
+    "semask-fapn-d2": semask_d2.convert_fapn,
+    "semask-msfapn-d2": semask_d2.convert_msfapn,
     "swin-imagenet": swin_official.convert,
 }
 

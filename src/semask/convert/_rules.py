@@ -158,3 +158,12 @@ def compare_keys(
         if key not in sd:
             (report.missing if required(key) else report.not_loaded).append(key)
     return report
+
+
+def check_requested(cfg: object, **requested: int | None) -> None:
+    """Raise CheckpointError when a setting given by the user (not None) differs from the one found in the
+    weights, e.g. ``check_requested(cfg, num_classes=19, window_size=None)``."""
+    for name, given in requested.items():
+        found = getattr(cfg, name)
+        if given is not None and given != found:
+            raise CheckpointError(f"{name}={given} was requested but the checkpoint has {name}={found}")

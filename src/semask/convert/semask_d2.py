@@ -1,5 +1,5 @@
-"""Official SeMask detectron2 checkpoints (``SeMask-Mask2Former``, ``SeMask-MaskFormer``) -> strict-loading
-:class:`~semask.models.semask_m2f.SeMaskM2F` models.
+"""Official SeMask detectron2 checkpoints (``SeMask-Mask2Former``, ``SeMask-MaskFormer``, ``SeMask-FAPN``'s FaPN
+and MSFaPN Mask2Former) -> strict-loading :class:`~semask.models.semask_m2f.SeMaskM2F` models.
 
 Input (SPEC A4): ``DetectionCheckpointer`` files ``{'model': state_dict, ...}`` with ``backbone.*``,
 ``sem_seg_head.{pixel_decoder,predictor}.*`` and ``criterion.empty_weight``. Our module names equal the official
@@ -8,18 +8,37 @@ keys, so the only changes are: strip ``module.``, undo the head's v1->v2 renamin
 not at all (v1 ``sem_seg_head.X``), and check and drop the ``relative_position_index`` buffers. The architecture is
 read from the shapes; the semantic layout (identical keys for windowed and global blocks), the semantic window and
 the head count are not in the weights: they follow the per-project rules (SPEC A7) unless given.
+
+One converter per project (``semask-{m2f,maskformer,fapn,msfapn}-d2``): the project is recognised from the keys,
+and a checkpoint given to another project's converter is refused, naming the right one. FaPN checkpoints hold
+each shared GroupNorm (``align_k.offset.norm`` IS ``layer_k.norm``) under both keys, as our model does: the two
+copies are checked to be equal and returned as separate tensors (safetensors refuses shared storage).
 """
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 
-from semask.convert._rules import Rule, compare_keys, pop_relative_position_index, rename, unwrap_state_dict
+from semask.convert._rules import (
+    Rule,
+    check_requested,
+    compare_keys,
+    pop_relative_position_index,
+    rename,
+    unwrap_state_dict,
+)
 from semask.convert.swin_official import infer_swin_arch
 from semask.errors import CheckpointError
-from semask.models.semask_m2f import MASKFORMER_HEAD, SeMaskM2F, SeMaskM2FConfig, project_semantic_layout
+from semask.models.semask_m2f import (
+    DECODERS,
+    MASKFORMER_HEAD,
+    SeMaskM2F,
+    SeMaskM2FConfig,
+    project_semantic_layout,
+)
 
 logger = logging.getLogger("semask.convert")
 
@@ -31,13 +50,48 @@ _PD, _PR = "sem_seg_head.pixel_decoder.", "sem_seg_head.predictor."
 _PRIOR_Q = "backbone.layers.0.semantic_layer.class_injection.0.mlp_cls_q.weight"
 _MF_FFN = _PR + "transformer.decoder.layers.0.linear1.weight"
 _M2F_FFN = _PR + "transformer_ffn_layers.0.linear1.weight"
-SOURCE_NAME = {"mask2former": "semask-m2f-d2", "maskformer": "semask-maskformer-d2"}
+_SHARED_NORM = re.compile(r"^(sem_seg_head\.pixel_decoder\.)align_(\d+)\.offset\.norm\.(weight|bias)$")
+SOURCE_NAME = {
+    "mask2former": "semask-m2f-d2",
+    "maskformer": "semask-maskformer-d2",
+    "fapn": "semask-fapn-d2",
+    "msfapn": "semask-msfapn-d2",
+}
 
 
 def _count(sd: dict[str, torch.Tensor], prefix: str) -> int:
     """Number of indexed submodules ``prefix{i}.`` (max index + 1, 0 if none)."""
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
     return 1 + max((int(m[1]) for k in sd if (m := pattern.match(k))), default=-1)
+
+
+def detect_decoder(sd: dict[str, torch.Tensor]) -> str | None:
+    """The project of a renamed detectron2 state dict: ``"fapn"``/``"msfapn"`` (``pixel_decoder.align_*``, MSFaPN
+    with the MSDeformAttn encoder), ``"maskformer"`` (DETR decoder), ``"mask2former"`` (masked-attention
+    decoder), or None when none of these keys is present."""
+    if any(k.startswith(_PD + "align_") for k in sd):
+        return "msfapn" if _PD + "transformer.level_embed" in sd else "fapn"
+    if _MF_FFN in sd:
+        return "maskformer"
+    return "mask2former" if _M2F_FFN in sd else None
+
+
+def check_shared_norms(sd: dict[str, torch.Tensor]) -> None:
+    """Check that every FaPN ``align_k.offset.norm.*`` equals ``layer_k.norm.*`` (one module officially), and
+    give it its own storage.
+
+    Raises:
+        CheckpointError: naming every pair that differs (or whose ``layer_k`` half is absent).
+    """
+    bad = []
+    for key in [k for k in sd if _SHARED_NORM.match(k)]:
+        twin = _SHARED_NORM.sub(r"\1layer_\2.norm.\3", key)
+        if twin not in sd or (sd[key] is not sd[twin] and not torch.equal(sd[key], sd[twin])):
+            bad.append(f"{key} vs {twin}")
+        else:
+            sd[key] = sd[key].clone()
+    if bad:
+        raise CheckpointError(f"FaPN GroupNorms shared by FeatureAlign and layer_k differ: {bad}")
 
 
 def infer_config(
@@ -53,20 +107,20 @@ def infer_config(
 
     Args:
         sd: unwrapped, renamed state dict.
-        decoder: ``"mask2former"`` or ``"maskformer"``.
+        decoder: ``"mask2former"``, ``"maskformer"``, ``"fapn"`` or ``"msfapn"``.
         semantic_attention: per-stage layout; default: the per-project rule (:func:`project_semantic_layout`).
         sem_window_size: semantic window; default: as the released configs, the Swin window, except the
             Cityscapes Mask2Former config (K = 19), which leaves SEM_WINDOW_SIZE at the project default 7.
 
     Raises:
-        CheckpointError: a key needed for the inference is absent, the checkpoint is of the other project (or a
-            FaPN one), or prior and head class counts differ.
+        CheckpointError: a key needed for the inference is absent, the checkpoint is of another project, or
+            prior and head class counts differ.
     """
-    other = "maskformer" if decoder == "mask2former" else "mask2former"
-    if (_MF_FFN if decoder == "mask2former" else _M2F_FFN) in sd:
-        raise CheckpointError(f"this is a {other} checkpoint: convert it with --from {SOURCE_NAME[other]}")
-    if any(k.startswith(_PD + "align_") for k in sd):
-        raise CheckpointError("FaPN / MSFaPN checkpoints (pixel_decoder.align_*) are not supported")
+    found = detect_decoder(sd)
+    if found not in (None, decoder):
+        raise CheckpointError(
+            f"this is a {DECODERS[found][1]} checkpoint: convert it with --from {SOURCE_NAME[found]}"
+        )
 
     def shape(key: str) -> torch.Size:
         if key not in sd:
@@ -84,13 +138,17 @@ def infer_config(
         mask_dim=mask_dim,
         conv_dim=conv_dim,
     )
-    cfg = SeMaskM2FConfig(
-        **arch, **head, arch=f"semask_swin_{'m2f' if decoder == 'mask2former' else 'maskformer'}"
-    )
+    cfg = SeMaskM2FConfig(**arch, **head, decoder=decoder, arch=f"semask_swin_{DECODERS[decoder][0]}")
     if decoder == "maskformer":
         layers = _count(sd, _PR + "transformer.decoder.layers.")
         cfg = replace(cfg, **(MASKFORMER_HEAD | dict(dim_feedforward=shape(_MF_FFN)[0], dec_layers=layers)))
     else:
+        cfg = replace(
+            cfg,
+            dim_feedforward=shape(_M2F_FFN)[0],
+            dec_layers=_count(sd, _PR + "transformer_ffn_layers.") + 1,
+        )
+    if decoder in ("mask2former", "msfapn"):
         enc = _PD + "transformer.encoder.layers."
         points, rest = divmod(shape(enc + "0.self_attn.attention_weights.weight")[0], 3 * cfg.nheads)
         if rest:
@@ -99,8 +157,6 @@ def infer_config(
             )
         cfg = replace(
             cfg,
-            dim_feedforward=shape(_M2F_FFN)[0],
-            dec_layers=_count(sd, _PR + "transformer_ffn_layers.") + 1,
             enc_layers=_count(sd, enc),
             enc_dim_feedforward=shape(enc + "0.linear1.weight")[0],
             enc_n_points=points,
@@ -132,37 +188,17 @@ def meta_shapes(cfg: SeMaskM2FConfig) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
-def _convert(
+def convert_d2(
     ckpt: dict,
     decoder: str,
-    semantic_attention: tuple[str, ...] | None,
-    num_classes: int | None,
-    window_size: int | None,
-    sem_window_size: int | None,
-) -> tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]:
-    sd = rename(unwrap_state_dict(ckpt), _RULES)
-    cfg = infer_config(sd, decoder, semantic_attention, sem_window_size)
-    for name, given, found in (
-        ("num_classes", num_classes, cfg.num_classes),
-        ("window_size", window_size, cfg.window_size),
-    ):
-        if given is not None and given != found:
-            raise CheckpointError(f"{name}={given} was requested but the checkpoint has {name}={found}")
-    pop_relative_position_index(sd, cfg.window_size)
-    report = compare_keys(sd, meta_shapes(cfg), required=lambda key: key != "criterion.empty_weight")
-    report.raise_if_bad(f"{SOURCE_NAME[decoder]} checkpoint")
-    return cfg, sd
-
-
-def convert_m2f(
-    ckpt: dict,
     *,
     semantic_attention: tuple[str, ...] | None = None,
     num_classes: int | None = None,
     window_size: int | None = None,
     sem_window_size: int | None = None,
 ) -> tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]:
-    """Convert an official SeMask-Mask2Former checkpoint; the result loads into ``SeMaskM2F(cfg)`` strictly.
+    """Convert an official SeMask detectron2 checkpoint of ``decoder`` ("mask2former", "maskformer", "fapn",
+    "msfapn"); the result loads into ``SeMaskM2F(cfg)`` strictly.
 
     Args:
         ckpt: ``{'model': state_dict, ...}`` or a bare state dict (``module.`` prefixes allowed).
@@ -174,18 +210,30 @@ def convert_m2f(
 
     Raises:
         CheckpointError: a checked setting disagrees, a non-standard ``relative_position_index``, or keys that do
-            not fit (every unmapped, missing and mismatched key is listed).
+            not fit (every unmapped, missing and mismatched key is listed), a FaPN shared GroupNorm whose two keys
+            differ.
     """
-    return _convert(ckpt, "mask2former", semantic_attention, num_classes, window_size, sem_window_size)
+    sd = rename(unwrap_state_dict(ckpt), _RULES)
+    cfg = infer_config(sd, decoder, semantic_attention, sem_window_size)
+    check_shared_norms(sd)
+    check_requested(cfg, num_classes=num_classes, window_size=window_size)
+    pop_relative_position_index(sd, cfg.window_size)
+    report = compare_keys(sd, meta_shapes(cfg), required=lambda key: key != "criterion.empty_weight")
+    report.raise_if_bad(f"{SOURCE_NAME[decoder]} checkpoint")
+    return cfg, sd
 
 
-def convert_maskformer(
-    ckpt: dict,
-    *,
-    semantic_attention: tuple[str, ...] | None = None,
-    num_classes: int | None = None,
-    window_size: int | None = None,
-    sem_window_size: int | None = None,
-) -> tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]:
-    """Convert an official SeMask-MaskFormer checkpoint; arguments, returns and errors as :func:`convert_m2f`."""
-    return _convert(ckpt, "maskformer", semantic_attention, num_classes, window_size, sem_window_size)
+def _converter(decoder: str, project: str) -> Callable[..., tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]]:
+    def convert(ckpt: dict, **options) -> tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]:
+        return convert_d2(ckpt, decoder, **options)
+
+    convert.__doc__ = (
+        f"Convert an official {project} checkpoint: :func:`convert_d2` with decoder={decoder!r}."
+    )
+    return convert
+
+
+convert_m2f = _converter("mask2former", "SeMask-Mask2Former")
+convert_maskformer = _converter("maskformer", "SeMask-MaskFormer")
+convert_fapn = _converter("fapn", "SeMask-FAPN FaPN Mask2Former (PixelFANDecoder)")
+convert_msfapn = _converter("msfapn", "SeMask-FAPN MSFaPN Mask2Former (MSDeformAttnPixelFANDecoder)")

@@ -12,7 +12,13 @@ import re
 
 import torch
 
-from semask.convert._rules import compare_keys, meta_shapes, pop_relative_position_index, unwrap_state_dict
+from semask.convert._rules import (
+    check_requested,
+    compare_keys,
+    meta_shapes,
+    pop_relative_position_index,
+    unwrap_state_dict,
+)
 from semask.convert.swin_official import infer_swin_arch
 from semask.errors import CheckpointError
 from semask.models.segmenter import SeMaskFPNConfig, official_semantic_layout
@@ -101,12 +107,7 @@ def convert(
     """
     sd = unwrap_state_dict(ckpt)
     cfg = infer_config(sd, semantic_attention, sem_window_size)
-    for name, given, found in (
-        ("num_classes", num_classes, cfg.num_classes),
-        ("window_size", window_size, cfg.window_size),
-    ):
-        if given is not None and given != found:
-            raise CheckpointError(f"{name}={given} was requested but the checkpoint has {name}={found}")
+    check_requested(cfg, num_classes=num_classes, window_size=window_size)
     pop_relative_position_index(sd, cfg.window_size)
     compare_keys(sd, meta_shapes(cfg)).raise_if_bad("semask-fpn-mmseg checkpoint")
     return cfg, sd

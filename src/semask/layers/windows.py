@@ -114,7 +114,7 @@ def to_windows(x: torch.Tensor, h: int, w: int, window: int, shift: int = 0) -> 
         (B * nW, M*M, C), nW = ceil(h/M) * ceil(w/M) windows per image in row-major order.
     """
     b, _, c = x.shape
-    if get_impl() == "reference":
+    if get_impl() == "reference" or torch.compiler.is_compiling():  # inductor fuses pad/roll/partition
         y = pad_to_multiple(x.view(b, h, w, c), window)  # (B, hp, wp, C)
         if shift:
             y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
@@ -136,7 +136,7 @@ def from_windows(windows: torch.Tensor, h: int, w: int, window: int, shift: int 
         (B, h*w, C).
     """
     c = windows.shape[-1]
-    if get_impl() == "reference":
+    if get_impl() == "reference" or torch.compiler.is_compiling():  # inductor fuses pad/roll/partition
         hp, wp = round_up(h, window), round_up(w, window)
         y = window_reverse(windows, window, hp, wp)  # (B, hp, wp, C)
         if shift:

@@ -16,8 +16,10 @@ from semask.backbones.swin import BackboneOutput, SeMaskSwin
 from semask.decoders.mask2former import (
     BasePixelDecoder,
     MSDeformAttnPixelDecoder,
+    MSDeformAttnPixelFANDecoder,
     MultiScaleMaskedTransformerDecoder,
     PixelDecoderOutput,
+    PixelFANDecoder,
     PointSampler,
     PredictorOutput,
     SetCriterion,
@@ -33,10 +35,12 @@ from semask.registry import register_model
 
 @dataclass
 class SeMaskM2FConfig(ConfigDict):
-    """Everything that defines a SeMask Mask2Former (``decoder="mask2former"``) or MaskFormer network.
+    """Everything that defines a SeMask Mask2Former (``decoder="mask2former"``), MaskFormer (``"maskformer"``),
+    FaPN Mask2Former (``"fapn"``) or MSFaPN Mask2Former (``"msfapn"``) network.
 
     Defaults are the official Mask2Former head (SPEC A1) on a Swin-T backbone. ``backbone_init="d2"`` is the
-    detectron2 init (SPEC A2 'Init'), ``"fpn"`` the mmseg one. ``enc_*`` only apply to Mask2Former; MaskFormer v1
+    detectron2 init (SPEC A2 'Init'), ``"fpn"`` the mmseg one. ``enc_*`` only apply to the MSDeformAttn encoder
+    (Mask2Former, MSFaPN); FaPN and MSFaPN use the Mask2Former predictor and criterion; MaskFormer v1
     uses ``class_weight`` 1 for both the class cost and ``loss_ce`` and no point sampling.
     """
 
@@ -78,6 +82,14 @@ class SeMaskM2FConfig(ConfigDict):
     arch: str = field(default="semask_swin_m2f")
 
 
+# decoder -> (registry suffix, name); FaPN and MSFaPN pair their pixel decoder with the Mask2Former predictor
+DECODERS = {
+    "mask2former": ("m2f", "Mask2Former"),
+    "maskformer": ("maskformer", "MaskFormer"),
+    "fapn": ("fapn_m2f", "FaPN Mask2Former"),
+    "msfapn": ("msfapn_m2f", "MSFaPN Mask2Former"),
+}
+
 # MaskFormer v1 head (SPEC A1 'MF', A7 'MaskFormer criterion'): fields that differ from the Mask2Former defaults.
 MASKFORMER_HEAD = dict(
     decoder="maskformer", dec_layers=6, dropout=0.1, class_weight=1.0, mask_weight=20.0, dice_weight=1.0
@@ -86,7 +98,10 @@ MASKFORMER_HEAD = dict(
 
 def project_semantic_layout(decoder: str, num_classes: int) -> tuple[str, ...]:
     """Per-project rule (SPEC A7 'Semantic layout per project'): Mask2Former: stage 3 global iff K == 150, else
-    all windowed; MaskFormer: stages 0-2 windowed, stage 3 global always."""
+    all windowed; MaskFormer: stages 0-2 windowed, stage 3 global always; SeMask-FAPN (FaPN, MSFaPN): stages 0-1
+    windowed, stages 2-3 global always."""
+    if decoder in ("fapn", "msfapn"):
+        return ("window", "window", "global", "global")
     if decoder == "maskformer" or num_classes == 150:
         return ("window", "window", "window", "global")
     return ("window",) * 4
@@ -145,16 +160,20 @@ class MaskClassificationHead(nn.Module):
 
 
 class SeMaskM2F(nn.Module):
-    """SeMask-Swin + Mask2Former or MaskFormer head + parameter-free prior decoder. Inputs are normalised
-    (B, 3, H, W) images of any size (padded to ``size_divisibility`` internally, bottom/right, zeros)."""
+    """SeMask-Swin + Mask2Former, MaskFormer, FaPN or MSFaPN head + parameter-free prior decoder. Inputs are
+    normalised (B, 3, H, W) images of any size (padded to ``size_divisibility`` internally, bottom/right, zeros).
+
+    Raises:
+        ValueError: unknown ``cfg.decoder`` or ``cfg.backbone_init``.
+    """
 
     # predict_logits returns class scores (not logits): inference averages them as they are, without a softmax
     scores_not_logits = True
 
     def __init__(self, cfg: SeMaskM2FConfig) -> None:
         super().__init__()
-        if cfg.decoder not in ("mask2former", "maskformer"):
-            raise ValueError(f"decoder must be 'mask2former' or 'maskformer', got {cfg.decoder!r}")
+        if cfg.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {tuple(DECODERS)}, got {cfg.decoder!r}")
         if cfg.backbone_init not in ("d2", "fpn"):
             raise ValueError(f"backbone_init must be 'd2' or 'fpn', got {cfg.backbone_init!r}")
         self.cfg = cfg
@@ -163,13 +182,18 @@ class SeMaskM2F(nn.Module):
             d2_backbone_init_(self.backbone)
         channels = self.backbone.channels
         head = {f: getattr(cfg, f) for f in _PREDICTOR_FIELDS}
-        if cfg.decoder == "mask2former":
-            enc = (cfg.nheads, cfg.enc_layers, cfg.enc_dim_feedforward, cfg.enc_n_points, cfg.dropout)
-            pixel_decoder = MSDeformAttnPixelDecoder(channels, cfg.conv_dim, cfg.mask_dim, *enc)
-            predictor = MultiScaleMaskedTransformerDecoder(cfg.conv_dim, **head)
-        else:
+        if cfg.decoder == "maskformer":
             pixel_decoder = BasePixelDecoder(channels, cfg.conv_dim, cfg.mask_dim)
+        elif cfg.decoder == "fapn":
+            pixel_decoder = PixelFANDecoder(channels, cfg.conv_dim, cfg.mask_dim)
+        else:
+            enc = (cfg.nheads, cfg.enc_layers, cfg.enc_dim_feedforward, cfg.enc_n_points, cfg.dropout)
+            msdeform = MSDeformAttnPixelFANDecoder if cfg.decoder == "msfapn" else MSDeformAttnPixelDecoder
+            pixel_decoder = msdeform(channels, cfg.conv_dim, cfg.mask_dim, *enc)
+        if cfg.decoder == "maskformer":
             predictor = TransformerPredictor(channels[3], **head)
+        else:
+            predictor = MultiScaleMaskedTransformerDecoder(cfg.conv_dim, **head)
         self.sem_seg_head = MaskClassificationHead(pixel_decoder, predictor)
         self.criterion = SetCriterion(
             cfg.num_classes,
@@ -178,7 +202,7 @@ class SeMaskM2F(nn.Module):
             cfg.dice_weight,
             cfg.cate_weight,
             cfg.no_object_weight,
-            cfg.train_num_points if cfg.decoder == "mask2former" else None,
+            None if cfg.decoder == "maskformer" else cfg.train_num_points,
             cfg.oversample_ratio,
             cfg.importance_sample_ratio,
         )
@@ -261,9 +285,11 @@ def _build(arch: str, size: str, decoder: str, **overrides) -> SeMaskM2F:
     unknown = set(overrides) - {f.name for f in fields(SeMaskM2FConfig)}
     if unknown:
         raise TypeError(f"{arch}: unknown config fields {sorted(unknown)}")
-    base = dict(arch=arch, **_SIZES[size], **(MASKFORMER_HEAD if decoder == "maskformer" else {}))
+    base = dict(arch=arch, decoder=decoder, **_SIZES[size]) | (
+        MASKFORMER_HEAD if decoder == "maskformer" else {}
+    )
     if size == "test":
-        base |= _TEST_HEAD | dict(dec_layers=4 if decoder == "mask2former" else 3)
+        base |= _TEST_HEAD | dict(dec_layers=3 if decoder == "maskformer" else 4)
     cfg = replace(SeMaskM2FConfig(**base), **overrides)
     if "semantic_attention" not in overrides:
         cfg = replace(cfg, semantic_attention=project_semantic_layout(decoder, cfg.num_classes))
@@ -271,17 +297,17 @@ def _build(arch: str, size: str, decoder: str, **overrides) -> SeMaskM2F:
 
 
 def _entry(size: str, decoder: str):
-    suffix = "m2f" if decoder == "mask2former" else "maskformer"
+    suffix, title = DECODERS[decoder]
     name = f"semask_swin_{size}_{suffix}"
 
     def fn(**overrides) -> SeMaskM2F:
         return _build(name, size, decoder, **overrides)
 
     fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = f"SeMask-Swin-{size} {'Mask2Former' if suffix == 'm2f' else 'MaskFormer'}. Overrides: SeMaskM2FConfig fields."
+    fn.__doc__ = f"SeMask-Swin-{size} {title}. Overrides: SeMaskM2FConfig fields."
     return register_model(fn)
 
 
 for _size in ("tiny", "small", "base", "large", "test"):
-    for _decoder in ("mask2former", "maskformer"):
+    for _decoder in DECODERS:
         _entry(_size, _decoder)

@@ -107,7 +107,11 @@ class MSDeformAttn(nn.Module):
         offsets = self.sampling_offsets(query).view(b, lq, m, num_levels, p, 2)  # (x, y) last
         weights = self.attention_weights(query).view(b, lq, m, num_levels * p).softmax(-1)
         weights = weights.view(b, lq, m, num_levels, p)  # level-major
-        normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
+        # (w_l, h_l) per level, built from the sizes themselves (not torch.tensor) so that ONNX tracing keeps them
+        normalizer = torch.stack(
+            [torch.stack([torch.as_tensor(w), torch.as_tensor(h)]) for h, w in spatial_shapes]
+        )
+        normalizer = normalizer.to(query)
         locations = (
             reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         )

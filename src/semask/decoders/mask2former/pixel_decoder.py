@@ -52,9 +52,11 @@ class DeformEncoder(nn.Module):
         (valid ratios 1: nothing is padded). Returns (B, S, L, 2)."""
         refs = []
         for h, w in shapes:
+            # arange + 0.5 equals linspace(0.5, h - 0.5, h) exactly, and exports to ONNX also for h = 1 (the
+            # exported linspace divides by h - 1)
             ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=device) + 0.5,
                 indexing="ij",
             )
             refs.append(torch.stack((ref_x.reshape(-1) / w, ref_y.reshape(-1) / h), -1))  # (h*w, 2)
@@ -155,12 +157,14 @@ class MSDeformAttnPixelDecoder(nn.Module):
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
         nn.init.zeros_(self.mask_features.bias)
 
-    def forward(self, features: list[torch.Tensor]) -> PixelDecoderOutput:
-        """Args:
+    def encode(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The MSDeformAttn encoder on res5, res4, res3 (projected, with sine positions and level embeddings).
+
+        Args:
             features: res2..res5, (B, C_i, H/s, W/s) for s = 4, 8, 16, 32.
 
         Returns:
-            :class:`PixelDecoderOutput` with ``multi_scale_features`` at strides 32, 16, 8.
+            3 x (B, conv_dim, H/s, W/s) for s = 32, 16, 8.
         """
         levels = features[:0:-1]  # res5, res4, res3
         srcs = [proj(x) for proj, x in zip(self.input_proj, levels, strict=True)]
@@ -169,7 +173,16 @@ class MSDeformAttnPixelDecoder(nn.Module):
             sine_position_embedding(*x.shape[-2:], half, x.device).expand(x.shape[0], -1, -1, -1)
             for x in levels
         ]
-        out = self.transformer(srcs, pos)
+        return self.transformer(srcs, pos)
+
+    def forward(self, features: list[torch.Tensor]) -> PixelDecoderOutput:
+        """Args:
+            features: res2..res5, (B, C_i, H/s, W/s) for s = 4, 8, 16, 32.
+
+        Returns:
+            :class:`PixelDecoderOutput` with ``multi_scale_features`` at strides 32, 16, 8.
+        """
+        out = self.encode(features)
         lateral = self.adapter_1(features[0])
         y = self.layer_1(
             lateral + F.interpolate(out[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
