@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     h, w = args.size
     images = torch.randn(args.batch, 3, h, w, device=device)
     # one untimed inference first maps the kernels' code and lazily built state into the process, so the RSS
-    # growth measured below is (mostly) the tensors of the steps; 32x32 is enough, except for a compiled model,
-    # which would otherwise compile twice (and then for dynamic shapes)
-    prime = images[:1] if args.compile else images[:1, :, :32, :32]
+    # growth measured below is (mostly) the tensors of the steps; 64x64 is enough (the mask models' GroupNorm
+    # needs a 2x2 stride-32 map), except for a compiled model, which would otherwise compile twice
+    prime = images[:1] if args.compile else images[:1, :, :64, :64]
     benchmark.inference_step(model, prime, args.impl, args.amp)()
     if args.train:
         labels = torch.randint(0, model.num_classes, (args.batch, h, w), device=device)
