@@ -17,7 +17,7 @@ from torch import nn
 
 from semask.configs.schema import TrainCfg
 from semask.engine.inference import autocast
-from semask.engine.train import compute_losses
+from semask.engine.train import compute_losses, total_loss
 from semask.layers.impl import use_impl
 
 Step = Callable[[], object]
@@ -64,7 +64,7 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, imp
             with autocast(images.device, amp):
                 out = model(images)
             losses = compute_losses(model, out, labels, TrainCfg())
-            loss = sum(v for k, v in losses.items() if k.startswith("loss"))
+            loss = total_loss(losses)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -14,7 +14,7 @@ def median_frequency_weights(dataset: SegDataset, power: float = 0.5) -> list[fl
     keeps the loss scale (and so the learning rate) of the unweighted loss.
 
     Args:
-        dataset: a dataset without transform; every label is read once (ignore_index 255 is left out).
+        dataset: every label is read once, the images are not (ignore_index 255 is left out).
         power: softening exponent in [0, 1].
 
     Returns:
@@ -27,7 +27,7 @@ def median_frequency_weights(dataset: SegDataset, power: float = 0.5) -> list[fl
     pixels = np.zeros(k, np.int64)
     image_pixels = np.zeros(k, np.int64)
     for i in range(len(dataset)):
-        label = dataset.load(i)["label"]
+        label = dataset.load_label(i)
         counts = np.bincount(label.ravel(), minlength=256)[:k]
         pixels += counts
         image_pixels += (counts > 0) * label.size

@@ -126,24 +126,18 @@ class SegDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def load(self, index: int) -> dict[str, Any]:
-        """Read pair ``index`` and map its label, without the transform.
+    def load_label(self, index: int) -> np.ndarray:
+        """Read and map the label of pair ``index`` (the image is not read).
 
         Returns:
-            ``image``: (H, W, 3) uint8 RGB; ``label``: (H, W) uint8 of class indices and 255; ``path``: the
-            image path as a string.
+            (H, W) uint8 of class indices and 255.
 
         Raises:
-            DataError: unreadable file, image and label of different sizes (names both), or (with
-                ``unknown_label="error"``) label values that are not classes (names the file and the values).
+            DataError: unreadable file, or (with ``unknown_label="error"``) label values that are not classes
+                (names the file and the values).
         """
-        image_path, label_path = self.files[index]
-        image, raw = read_image(image_path), read_label(label_path)
-        if image.shape[:2] != raw.shape:
-            raise DataError(
-                f"{image_path} is {image.shape[0]}x{image.shape[1]} but its label {label_path} is "
-                f"{raw.shape[0]}x{raw.shape[1]} (HxW)"
-            )
+        label_path = self.files[index][1]
+        raw = read_label(label_path)
         mapped = self.luts[index][raw]
         unknown = mapped < 0
         if unknown.any():
@@ -157,7 +151,27 @@ class SegDataset(torch.utils.data.Dataset):
                     "semask eval --unknown-label ignore)"
                 )
             mapped[unknown] = self.meta.ignore_index
-        return {"image": image, "label": mapped.astype(np.uint8), "path": str(image_path)}
+        return mapped.astype(np.uint8)
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Read pair ``index`` and map its label (:meth:`load_label`), without the transform.
+
+        Returns:
+            ``image``: (H, W, 3) uint8 RGB; ``label``: (H, W) uint8 of class indices and 255; ``path``: the
+            image path as a string.
+
+        Raises:
+            DataError: as :meth:`load_label`, an unreadable image, or image and label of different sizes (names
+                both).
+        """
+        image_path, label_path = self.files[index]
+        image, label = read_image(image_path), self.load_label(index)
+        if image.shape[:2] != label.shape:
+            raise DataError(
+                f"{image_path} is {image.shape[0]}x{image.shape[1]} but its label {label_path} is "
+                f"{label.shape[0]}x{label.shape[1]} (HxW)"
+            )
+        return {"image": image, "label": label, "path": str(image_path)}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Pair ``index``: :meth:`load`, then ``transform(image, label)`` merged with ``path`` when set.

@@ -86,6 +86,11 @@ def compute_losses(
     )
 
 
+def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The training loss: the sum of the ``loss*`` entries of :func:`compute_losses` (not ``acc_seg``)."""
+    return sum(v for k, v in losses.items() if k.startswith("loss"))
+
+
 class SampleStream(Dataset):
     """Map-style view of one rank's share of the seeded global sample stream.
 
@@ -316,7 +321,7 @@ def train(
             with autocast(device, t.amp):
                 outputs = net(images)
             losses = compute_losses(model, outputs, labels, t, class_weight)
-            loss = sum(v for k, v in losses.items() if k.startswith("loss"))
+            loss = total_loss(losses)
             optimizer.zero_grad(set_to_none=True)
             if torch.isfinite(loss):
                 scaler.scale(loss).backward()

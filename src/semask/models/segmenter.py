@@ -1,6 +1,6 @@
 """SeMask segmenter = SeMask-Swin backbone + Semantic-FPN decoder + prior decoder (official ``EncoderDecoder``)."""
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TypeVar
 
 import torch
@@ -29,12 +29,9 @@ class ConfigDict:
 
 
 @dataclass
-class SeMaskFPNConfig(ConfigDict):
-    """Everything that defines a SeMask/Swin Semantic-FPN network (dumped as JSON beside converted weights).
-
-    ``semantic_attention=None`` is the plain Swin FPN baseline. ``num_prior_classes`` defaults to
-    ``num_classes``; the official COCO-Stuff-10k checkpoints use 150 prior classes with 171 head classes (SPEC A5).
-    """
+class SwinBackboneConfig(ConfigDict):
+    """The :class:`~semask.backbones.swin.SeMaskSwin` fields every network config starts with (``num_classes`` is
+    the number of semantic-prior classes unless a subclass says otherwise)."""
 
     num_classes: int = 150
     embed_dim: int = 96
@@ -42,14 +39,30 @@ class SeMaskFPNConfig(ConfigDict):
     num_heads: tuple[int, ...] = (3, 6, 12, 24)
     window_size: int = 7
     sem_window_size: int = 7
-    semantic_attention: tuple[str, ...] | None = ("window", "window", "global", "global")
-    num_prior_classes: int | None = None
+    semantic_attention: tuple[str, ...] | None = ("window", "window", "window", "global")
     num_sem_blocks: int = 1
     use_gamma: bool = True
     sem_drop: float = 0.1
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.3
     use_checkpoint: bool = False
+
+    def build_backbone(self, **overrides) -> SeMaskSwin:
+        """``SeMaskSwin`` from these fields, with ``overrides`` (e.g. another ``num_classes``) taking precedence."""
+        kwargs = {f.name: getattr(self, f.name) for f in fields(SwinBackboneConfig)}
+        return SeMaskSwin(**kwargs | overrides)
+
+
+@dataclass
+class SeMaskFPNConfig(SwinBackboneConfig):
+    """Everything that defines a SeMask/Swin Semantic-FPN network (dumped as JSON beside converted weights).
+
+    ``semantic_attention=None`` is the plain Swin FPN baseline. ``num_prior_classes`` defaults to
+    ``num_classes``; the official COCO-Stuff-10k checkpoints use 150 prior classes with 171 head classes (SPEC A5).
+    """
+
+    semantic_attention: tuple[str, ...] | None = ("window", "window", "global", "global")
+    num_prior_classes: int | None = None
     decoder_channels: int = 256
     dropout: float = 0.1
     arch: str = field(default="semask_swin_fpn")
@@ -84,21 +97,7 @@ class SeMaskFPN(nn.Module):
     def __init__(self, cfg: SeMaskFPNConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = SeMaskSwin(
-            embed_dim=cfg.embed_dim,
-            depths=cfg.depths,
-            num_heads=cfg.num_heads,
-            window_size=cfg.window_size,
-            num_classes=cfg.num_prior_classes or cfg.num_classes,
-            semantic_attention=cfg.semantic_attention,
-            sem_window_size=cfg.sem_window_size,
-            num_sem_blocks=cfg.num_sem_blocks,
-            use_gamma=cfg.use_gamma,
-            sem_drop=cfg.sem_drop,
-            mlp_ratio=cfg.mlp_ratio,
-            drop_path_rate=cfg.drop_path_rate,
-            use_checkpoint=cfg.use_checkpoint,
-        )
+        self.backbone = cfg.build_backbone(num_classes=cfg.num_prior_classes or cfg.num_classes)
         self.decode_head = SemanticFPNHead(
             self.backbone.channels, cfg.num_classes, cfg.decoder_channels, cfg.dropout, self.backbone.strides
         )

@@ -28,13 +28,13 @@ from semask.decoders.mask2former import (
     semantic_inference,
 )
 from semask.layers.semantic_attention import SemanticAttention
-from semask.models.segmenter import ConfigDict
+from semask.models.segmenter import SwinBackboneConfig
 from semask.models.semask_fpn import _SIZES
 from semask.registry import register_model
 
 
 @dataclass
-class SeMaskM2FConfig(ConfigDict):
+class SeMaskM2FConfig(SwinBackboneConfig):
     """Everything that defines a SeMask Mask2Former (``decoder="mask2former"``), MaskFormer (``"maskformer"``),
     FaPN Mask2Former (``"fapn"``) or MSFaPN Mask2Former (``"msfapn"``) network.
 
@@ -44,20 +44,7 @@ class SeMaskM2FConfig(ConfigDict):
     uses ``class_weight`` 1 for both the class cost and ``loss_ce`` and no point sampling.
     """
 
-    num_classes: int = 150
     decoder: str = "mask2former"
-    embed_dim: int = 96
-    depths: tuple[int, ...] = (2, 2, 6, 2)
-    num_heads: tuple[int, ...] = (3, 6, 12, 24)
-    window_size: int = 7
-    sem_window_size: int = 7
-    semantic_attention: tuple[str, ...] | None = ("window", "window", "window", "global")
-    num_sem_blocks: int = 1
-    use_gamma: bool = True
-    sem_drop: float = 0.1
-    mlp_ratio: float = 4.0
-    drop_path_rate: float = 0.3
-    use_checkpoint: bool = False
     backbone_init: str = "d2"
     conv_dim: int = 256
     mask_dim: int = 256
@@ -122,9 +109,6 @@ def d2_backbone_init_(backbone: SeMaskSwin) -> None:
             nn.init.zeros_(m.mlp_res.weight)
 
 
-_BACKBONE_FIELDS = ("embed_dim", "depths", "num_heads", "window_size", "num_classes", "semantic_attention",
-                    "sem_window_size", "num_sem_blocks", "use_gamma", "sem_drop", "mlp_ratio", "drop_path_rate",
-                    "use_checkpoint")  # fmt: skip
 _PREDICTOR_FIELDS = ("num_classes", "hidden_dim", "num_queries", "nheads", "dim_feedforward", "dec_layers",
                      "mask_dim", "dropout")  # fmt: skip
 
@@ -177,7 +161,7 @@ class SeMaskM2F(nn.Module):
         if cfg.backbone_init not in ("d2", "fpn"):
             raise ValueError(f"backbone_init must be 'd2' or 'fpn', got {cfg.backbone_init!r}")
         self.cfg = cfg
-        self.backbone = SeMaskSwin(**{f: getattr(cfg, f) for f in _BACKBONE_FIELDS})
+        self.backbone = cfg.build_backbone()
         if cfg.backbone_init == "d2":
             d2_backbone_init_(self.backbone)
         channels = self.backbone.channels
