@@ -11,7 +11,7 @@ import torch
 import semask
 from semask.backbones import swin
 from semask.cli import main
-from semask.layers import semantic_attention
+from semask.layers import onednn, semantic_attention
 from semask.layers.impl import IMPLS, get_impl, set_impl, use_impl
 from semask.layers.windows import from_windows, to_windows, window_index
 from semask.losses import semask_fpn_loss
@@ -109,6 +109,36 @@ def test_fast_matches_reference(monkeypatch, train, fused):
     assert _rel(logits, ref_logits) <= 1e-4 and _rel(prior, ref_prior) <= 1e-4
     bad = {n: _rel(g, ref_grads[n]) for n, g in grads.items() if not _rel(g, ref_grads[n]) <= 1e-4}
     assert not bad
+
+
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
+def test_fast_inference_matches_reference(grad_mode):
+    """Inference: oneDNN linear and conv with the BatchNorm folded, channels-last decoder, no prior decoder; same
+    logits as the reference within 1e-4, and the reordered-weight cache follows in-place weight updates."""
+    model = _model().eval()
+    with torch.no_grad():  # BatchNorm statistics away from identity, so that a wrong folding shows
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                for t, lo, hi in (
+                    (m.running_mean, -0.5, 0.5),
+                    (m.running_var, 0.5, 2.0),
+                    (m.weight, 0.5, 1.5),
+                ):
+                    t.uniform_(lo, hi)
+    x = torch.randn(2, 3, 61, 83)
+
+    def logits(impl: str) -> torch.Tensor:
+        with grad_mode(), use_impl(impl):
+            return model.predict_logits(x)
+
+    ref = logits("reference")
+    assert _rel(logits("fast"), ref) <= 1e-4
+    fc1 = model.backbone.layers[0].blocks[0].mlp.fc1
+    assert hasattr(fc1, "_onednn_cache") == onednn._ONEDNN  # the oneDNN path ran where it exists
+    with torch.no_grad():
+        fc1.weight.mul_(2)  # in place: same storage, new version
+    ref2 = logits("reference")
+    assert _rel(ref2, ref) > 1e-3 and _rel(logits("fast"), ref2) <= 1e-4
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["cpu-rule", "sdpa"])

@@ -14,6 +14,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from semask.layers.impl import use_impl
+from semask.layers.onednn import Linear
+
 
 def _conv(m: nn.Module, inp: tuple, out: torch.Tensor) -> int:
     positions = out.shape[0] * math.prod(out.shape[2:])
@@ -55,7 +58,9 @@ _MMCV_HOOKS: dict[type, Callable[[nn.Module, tuple, torch.Tensor], int]] = {
     **dict.fromkeys((nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6), _output_numel),
     **dict.fromkeys(_POOLS, _input_numel),
     **dict.fromkeys(_NORMS, _norm),
-    nn.Linear: _linear,
+    **dict.fromkeys(
+        (nn.Linear, Linear), _linear
+    ),  # semask's Linear is nn.Linear with a oneDNN inference path
     nn.Upsample: _output_numel,
 }
 
@@ -68,7 +73,7 @@ def _dummy_input(model: nn.Module, size: tuple[int, int]) -> torch.Tensor:
 def mmcv_flops(model: nn.Module, size: tuple[int, int]) -> float:
     """Multiply-accumulates of one (1, 3, H, W) eval forward, counted as mmcv's ``get_model_complexity_info``.
 
-    Per call of a module of exactly these types: Conv = output positions x (C_in/groups) x C_out x k^d (+ C_out
+    The ``reference`` implementation runs (the official module calls). Per call of a module of exactly these types: Conv = output positions x (C_in/groups) x C_out x k^d (+ C_out
     per position with bias); Linear = input numel x out_features; Batch/Group/Instance/LayerNorm = input numel
     (x2 with affine); ReLU/PReLU/ELU/LeakyReLU/ReLU6 = output numel; pooling = input numel; ``nn.Upsample`` =
     output numel. Everything else counts 0. Works on meta-device models (shapes only).
@@ -89,7 +94,7 @@ def mmcv_flops(model: nn.Module, size: tuple[int, int]) -> float:
     handles = [m.register_forward_hook(hook) for m in model.modules() if type(m) in _MMCV_HOOKS]
     was_training = model.training
     try:
-        with torch.no_grad():
+        with torch.no_grad(), use_impl("reference"):
             model.eval()(_dummy_input(model, size))
     finally:
         model.train(was_training)
@@ -102,7 +107,8 @@ def torch_flops(model: nn.Module, size: tuple[int, int]) -> float:
     """FLOPs of one (1, 3, H, W) eval forward by ``torch.utils.flop_counter.FlopCounterMode``.
 
     Counts every matmul/conv-like operator (2 FLOPs per multiply-accumulate), attention products included;
-    elementwise ops, norms and softmax are not counted. Works on meta-device models.
+    elementwise ops, norms and softmax are not counted. The ``reference`` implementation runs (plain PyTorch
+    operators; the ``fast`` path's oneDNN kernels are invisible to the counter). Works on meta-device models.
 
     Args:
         model: the network; called on zeros (B=1) on its parameters' device and dtype.
@@ -111,7 +117,7 @@ def torch_flops(model: nn.Module, size: tuple[int, int]) -> float:
     was_training = model.training
     counter = FlopCounterMode(display=False)
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), use_impl("reference"), counter:
             model.eval()(_dummy_input(model, size))
     finally:
         model.train(was_training)

@@ -16,8 +16,16 @@ from torch.utils.checkpoint import checkpoint
 
 from semask.layers.drop_path import DropPath
 from semask.layers.impl import get_impl
+from semask.layers.onednn import Linear, fused_linear
 from semask.layers.semantic_attention import SemanticLayer, SemanticMode
-from semask.layers.windows import from_windows, pad_to_multiple, round_up, to_windows, window_partition
+from semask.layers.windows import (
+    from_windows,
+    pad_to_multiple,
+    round_up,
+    to_windows,
+    tokens_to_nchw,
+    window_partition,
+)
 
 
 @dataclass
@@ -138,8 +146,8 @@ class WindowAttention(nn.Module):
         self.register_buffer(
             "relative_position_index", relative_position_index(window_size), persistent=False
         )
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3)
+        self.proj = Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -159,16 +167,17 @@ class WindowAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Linear(C, 4C) -> exact GELU -> Linear(4C, C)."""
+    """Linear(C, 4C) -> exact GELU -> Linear(4C, C) (GELU fused into ``fc1`` where :func:`fused_linear` applies)."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        h = fused_linear(x, self.fc1, gelu=True)
+        return self.fc2(self.act(self.fc1(x)) if h is None else h)
 
 
 class SwinBlock(nn.Module):
@@ -208,7 +217,7 @@ class PatchMerging(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(4 * dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -375,13 +384,13 @@ class SeMaskSwin(nn.Module):
             :class:`BackboneOutput` with strides 4, 8, 16, 32.
         """
         x = self.patch_embed(x)  # (B, C0, h, w)
-        b, _, h, w = x.shape
+        _, _, h, w = x.shape
         x = x.flatten(2).transpose(1, 2)  # (B, h*w, C0)
         features, priors = [], []
         for i, stage in enumerate(self.layers):
             x, prior = stage(x, h, w)
             out = getattr(self, f"norm{i}")(x)  # (B, h*w, C_i)
-            features.append(out.transpose(1, 2).reshape(b, -1, h, w))
+            features.append(tokens_to_nchw(out, h, w))
             priors.append(prior)
             if stage.downsample is not None:
                 x = stage.downsample(x, h, w)

@@ -4,6 +4,7 @@ Official source: ``SeMask-FPN/mmseg/models/decode_heads/branch_fpn_head.py``. Th
 has a scale head on the raw backbone features. Module names equal the official ``decode_head.*`` keys.
 """
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -11,8 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semask.layers.impl import get_impl
+from semask.layers.onednn import fused_conv_bn_relu
 
-class ConvBNReLU(nn.Sequential):
+
+class ConvBNReLU(nn.Module):
     """mmcv ``ConvModule``: Conv 3x3 (no bias) -> BatchNorm2d -> ReLU, with kaiming(fan_out) conv init."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -22,9 +26,23 @@ class ConvBNReLU(nn.Sequential):
         self.activate = nn.ReLU(inplace=True)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H, W); one fused kernel where :func:`fused_conv_bn_relu` applies."""
+        y = fused_conv_bn_relu(x, self.conv, self.bn)
+        return self.activate(self.bn(self.conv(x))) if y is None else y
+
 
 def _up2(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def resize_to(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) of (B, C, h, w) to ``size``. ``fast`` skips a resize to the same size
+    (an exact identity: every output pixel samples its own source pixel); ``reference`` runs it as the official
+    code does."""
+    if x.shape[-2:] == size and get_impl() == "fast":
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class Upsample2x(nn.Module):
@@ -79,8 +97,18 @@ class SemanticFPNHead(nn.Module):
             (B, K, h0, w0) logits at the stride-4 size of ``features[0]``.
         """
         out = self.scale_heads[0](features[0])
-        for head, x in zip(self.scale_heads[1:], features[1:], strict=True):
-            out = out + F.interpolate(head(x), size=out.shape[2:], mode="bilinear", align_corners=False)
+        heads = list(zip(self.scale_heads[1:], features[1:], strict=True))
+        if get_impl() == "reference":
+            for head, x in heads:
+                out = out + resize_to(head(x), out.shape[2:])
+            return self.conv_seg(self.dropout(out))
+        # fast: heads 1-3 end in Upsample2x, and bilinear resizing is linear, so the maps before it are summed
+        # first where their sizes agree: one x2 upsampling (and one add at stride 4) instead of three
+        low = [head[:-1](x) for head, x in heads]  # (B, channels, 2*h0', 2*w0') each, before the last x2
+        if all(t.shape == low[0].shape for t in low):
+            low = [functools.reduce(torch.add, low)]
+        for t in low:
+            out = out + resize_to(_up2(t), out.shape[2:])
         return self.conv_seg(self.dropout(out))
 
     def decode_priors(self, semantic_maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -99,5 +127,5 @@ class SemanticFPNHead(nn.Module):
         for steps, x in zip(self.prior_steps[1:], semantic_maps[1:], strict=True):
             for _ in range(steps):
                 x = _up2(x)
-            out = out + F.interpolate(x, size=out.shape[2:], mode="bilinear", align_corners=False)
+            out = out + resize_to(x, out.shape[2:])
         return out

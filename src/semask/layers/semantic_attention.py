@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from semask.layers.impl import get_impl
-from semask.layers.windows import from_windows, to_windows
+from semask.layers.onednn import Linear
+from semask.layers.windows import from_windows, to_windows, tokens_to_nchw
 
 SemanticMode = Literal["window", "global"]
 
@@ -56,10 +57,10 @@ class SemanticAttention(nn.Module):
 
     def __init__(self, dim: int, num_classes: int, proj_drop: float = 0.1, use_gamma: bool = True) -> None:
         super().__init__()
-        self.mlp_cls_q = nn.Linear(dim, num_classes)
-        self.mlp_cls_k = nn.Linear(dim, num_classes)
-        self.mlp_v = nn.Linear(dim, dim)
-        self.mlp_res = nn.Linear(dim, dim)
+        self.mlp_cls_q = Linear(dim, num_classes)
+        self.mlp_cls_k = Linear(dim, num_classes)
+        self.mlp_v = Linear(dim, dim)
+        self.mlp_res = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.gamma = nn.Parameter(torch.zeros(1)) if use_gamma else None
 
@@ -130,7 +131,6 @@ class SemanticLayer(nn.Module):
         Returns:
             ``(out, prior)``: out (B, h*w, C); prior (B, K, h, w) raw logits of the last block's Q.
         """
-        b = x.shape[0]
         x = self.norm1(x)
         if self.mode == "global":
             q, x = self._blocks(x)  # (B, N, K), (B, N, C)
@@ -138,4 +138,4 @@ class SemanticLayer(nn.Module):
             m = self.window_size
             q, x = self._blocks(to_windows(x, h, w, m))  # (B*nW, M*M, K), (B*nW, M*M, C)
             q, x = from_windows(q, h, w, m), from_windows(x, h, w, m)  # (B, N, K), (B, N, C)
-        return x, q.transpose(1, 2).reshape(b, -1, h, w)  # (B, K, h, w)
+        return x, tokens_to_nchw(q, h, w)  # (B, K, h, w)

@@ -68,6 +68,17 @@ def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)  # (B, h, w, C)
 
 
+def tokens_to_nchw(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, h*w, C) contiguous tokens -> (B, C, h, w).
+
+    ``reference`` makes the contiguous NCHW copy of the official code; ``fast`` returns the channels-last view
+    (no copy), which convolutions, norms and ``interpolate`` then keep channels-last.
+    """
+    if get_impl() == "fast":
+        return x.view(x.shape[0], h, w, -1).permute(0, 3, 1, 2)
+    return x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+
+
 class WindowIndex(NamedTuple):
     """Gather indices equivalent to pad -> roll(-shift) -> partition for one map size.
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from semask.backbones.swin import BackboneOutput, SeMaskSwin
 from semask.decoders.semantic_fpn import SemanticFPNHead
+from semask.layers.impl import get_impl
 
 _C = TypeVar("_C", bound="ConfigDict")
 
@@ -110,19 +111,24 @@ class SeMaskFPN(nn.Module):
         """Backbone only: (B, 3, H, W) -> :class:`BackboneOutput`."""
         return self.backbone(images)
 
-    def forward(self, images: torch.Tensor) -> SegOutput:
+    def forward(self, images: torch.Tensor, priors: bool = True) -> SegOutput:
         """Args:
             images: (B, 3, H, W) normalised (mean/std of the preset), any H and W.
+            priors: decode the semantic-prior maps (``False``: ``prior_logits`` is None).
 
         Returns:
             :class:`SegOutput` at stride 4.
         """
         feats = self.backbone(images)
         logits = self.decode_head(feats.features)
-        prior = None if feats.semantic_maps is None else self.decode_head.decode_priors(feats.semantic_maps)
-        return SegOutput(logits, prior)
+        maps = feats.semantic_maps if priors else None
+        return SegOutput(logits, None if maps is None else self.decode_head.decode_priors(maps))
 
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Whole-image logits resized to the input (official ``encode_decode``): (B, K, H, W)."""
-        logits = self(images).logits
+        """Whole-image logits resized to the input (official ``encode_decode``): (B, K, H, W).
+
+        ``reference`` runs the whole forward as the official head does (the prior branch included); ``fast`` skips
+        the prior decoder, whose output inference never reads.
+        """
+        logits = self(images, priors=get_impl() == "reference").logits
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)

@@ -27,6 +27,7 @@ from semask.decoders.mask2former import (
     decode_priors,
     semantic_inference,
 )
+from semask.layers.impl import get_impl
 from semask.layers.semantic_attention import SemanticAttention
 from semask.models.segmenter import SwinBackboneConfig
 from semask.models.semask_fpn import _SIZES
@@ -204,16 +205,18 @@ class SeMaskM2F(nn.Module):
         """Backbone only, on the unpadded input: (B, 3, H, W) -> :class:`BackboneOutput` (as ``SeMaskFPN``)."""
         return self.backbone(images)
 
-    def forward(self, images: torch.Tensor) -> MaskSegOutput:
+    def forward(self, images: torch.Tensor, priors: bool = True) -> MaskSegOutput:
         """Args:
             images: (B, 3, H, W) normalised.
+            priors: decode the semantic-prior maps (``False``: ``prior_logits`` is None).
 
         Returns:
             :class:`MaskSegOutput` on the padded (Hp, Wp) input.
         """
         feats = self.backbone(self.pad(images))
         _, pred = self.sem_seg_head(feats.features)
-        prior = None if feats.semantic_maps is None else decode_priors(feats.semantic_maps)
+        maps = feats.semantic_maps if priors else None
+        prior = None if maps is None else decode_priors(maps)
         return MaskSegOutput(
             pred.pred_logits,
             pred.pred_masks,
@@ -247,8 +250,9 @@ class SeMaskM2F(nn.Module):
 
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Semantic inference (official ``semantic_inference`` + crop): (B, 3, H, W) -> (B, K, H, W) scores
-        sum_q p_q(c) * sigmoid(m_q) (not log-probabilities; the argmax is the prediction)."""
-        out = self(images)
+        sum_q p_q(c) * sigmoid(m_q) (not log-probabilities; the argmax is the prediction). ``fast`` skips the
+        prior decoder (inference never reads it)."""
+        out = self(images, priors=get_impl() == "reference")
         return semantic_inference(out.pred_logits, out.pred_masks, out.image_size)
 
 
