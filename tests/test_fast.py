@@ -134,11 +134,15 @@ def test_fast_inference_matches_reference(grad_mode):
     ref = logits("reference")
     assert _rel(logits("fast"), ref) <= 1e-4
     fc1 = model.backbone.layers[0].blocks[0].mlp.fc1
-    assert hasattr(fc1, "_onednn_cache") == onednn._ONEDNN  # the oneDNN path ran where it exists
-    with torch.no_grad():
-        fc1.weight.mul_(2)  # in place: same storage, new version
-    ref2 = logits("reference")
-    assert _rel(ref2, ref) > 1e-3 and _rel(logits("fast"), ref2) <= 1e-4
+    head = model.decode_head.scale_heads[0][0]
+    assert hasattr(fc1, "_onednn_cache") == onednn._ONEDNN  # the oneDNN paths ran where they exist
+    assert hasattr(head.conv, "_onednn_cache") == onednn._ONEDNN
+    for update in (lambda: fc1.weight.mul_(2), lambda: head.bn.running_mean.add_(1)):
+        with torch.no_grad():
+            update()  # in place: same storage, new version
+        ref2 = logits("reference")
+        assert _rel(ref2, ref) > 1e-3 and _rel(logits("fast"), ref2) <= 1e-4
+        ref = ref2
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["cpu-rule", "sdpa"])

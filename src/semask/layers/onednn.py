@@ -39,17 +39,38 @@ def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     return dtype if dtype in (torch.float32, torch.bfloat16) else None
 
 
-def _reordered(layer: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``layer``'s weight (reordered for oneDNN) and bias in ``dtype``, cached on the module until the
-    parameters change (in-place updates bump ``_version``; ``.to()`` changes ``data_ptr``)."""
-    params = [p for p in (layer.weight, layer.bias) if p is not None]
+def _cached(module: nn.Module, params: list[torch.Tensor], dtype: torch.dtype, build):
+    """``build()`` cached on ``module`` until one of ``params`` changes (in-place updates, including BatchNorm's
+    running statistics, bump ``_version``; ``.to()`` changes ``data_ptr``) or another dtype is asked for."""
     key = (dtype, *((p.data_ptr(), p._version) for p in params))
-    cached = getattr(layer, "_onednn_cache", None)
+    cached = getattr(module, "_onednn_cache", None)
     if cached is None or cached[0] != key:
+        cached = module._onednn_cache = (key, build())
+    return cached[1]
+
+
+def _reordered(layer: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``layer``'s weight, reordered for oneDNN, and bias in ``dtype`` (cached)."""
+
+    def build() -> tuple[torch.Tensor, torch.Tensor | None]:
         w = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach().to(dtype), None)
-        b = None if layer.bias is None else layer.bias.detach().to(dtype)
-        cached = layer._onednn_cache = (key, w, b)
-    return cached[1], cached[2]
+        return w, None if layer.bias is None else layer.bias.detach().to(dtype)
+
+    return _cached(layer, [p for p in (layer.weight, layer.bias) if p is not None], dtype, build)
+
+
+def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``conv``'s weight and bias with the eval-mode ``bn`` folded in (in fp32, then cast to ``dtype``; cached):
+    w * gamma / sqrt(var + eps) and beta - mean * gamma / sqrt(var + eps)."""
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # (C_out,)
+            weight = conv.weight * scale[:, None, None, None]
+            return weight.to(dtype), (bn.bias - bn.running_mean * scale).to(dtype)
+
+    params = [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+    return _cached(conv, params, dtype, build)
 
 
 def fused_linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch.Tensor | None:
@@ -83,8 +104,8 @@ class Linear(nn.Linear):
 
 def fused_conv_bn_relu(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor | None:
     """``relu(bn(conv(x)))`` as one oneDNN call with the eval-mode BatchNorm folded into the conv weights
-    (w * gamma / sqrt(var + eps), bias beta - mean * gamma / sqrt(var + eps), folded in fp32), or None where that
-    does not apply (training-mode BatchNorm, or see :func:`fused_linear`); the caller then runs the modules.
+    (see :func:`_folded`), or None where that does not apply (training-mode BatchNorm, or see
+    :func:`fused_linear`); the caller then runs the modules.
 
     Args:
         x: (B, C_in, H, W), any memory format (channels-last stays channels-last).
@@ -96,18 +117,7 @@ def fused_conv_bn_relu(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> 
     dtype = None if bn.training else _onednn_dtype(x, conv.weight)
     if dtype is None:
         return None
-    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # (C_out,)
-    weight = conv.weight * scale[:, None, None, None]
-    bias = bn.bias - bn.running_mean * scale
+    weight, bias = _folded(conv, bn, dtype)
     return torch.ops.mkldnn._convolution_pointwise(
-        x.to(dtype),
-        weight.to(dtype),
-        bias.to(dtype),
-        conv.padding,
-        conv.stride,
-        conv.dilation,
-        conv.groups,
-        "relu",
-        [],
-        "",
+        x.to(dtype), weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups, "relu", [], ""
     )
