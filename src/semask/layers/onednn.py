@@ -15,6 +15,8 @@ training-mode BatchNorm, the ``reference`` implementation) runs the plain PyTorc
 ``benchmarks/bench_fpn.py`` shows the whole-model effect.
 """
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -39,13 +41,18 @@ def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     return dtype if dtype in (torch.float32, torch.bfloat16) else None
 
 
+# module -> (key, prepared weights); kept outside the modules so that deepcopy, pickling and torch.save of a model
+# never meet oneDNN's opaque reordered tensors (they have no storage), and dropped with the module
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _cached(module: nn.Module, params: list[torch.Tensor], dtype: torch.dtype, build):
-    """``build()`` cached on ``module`` until one of ``params`` changes (in-place updates, including BatchNorm's
+    """``build()`` cached for ``module`` until one of ``params`` changes (in-place updates, including BatchNorm's
     running statistics, bump ``_version``; ``.to()`` changes ``data_ptr``) or another dtype is asked for."""
     key = (dtype, *((p.data_ptr(), p._version) for p in params))
-    cached = getattr(module, "_onednn_cache", None)
+    cached = _CACHE.get(module)
     if cached is None or cached[0] != key:
-        cached = module._onednn_cache = (key, build())
+        cached = _CACHE[module] = (key, build())
     return cached[1]
 
 
