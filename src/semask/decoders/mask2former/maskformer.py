@@ -21,6 +21,7 @@ from semask.decoders.mask2former.common import (
     xavier_matrices,
 )
 from semask.decoders.mask2former.position import sine_position_embedding
+from semask.layers.onednn import Linear
 
 
 class BasePixelDecoder(nn.Module):
@@ -59,8 +60,8 @@ class DETRDecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1 = Linear(d_model, dim_feedforward)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
@@ -148,7 +149,7 @@ class TransformerPredictor(nn.Module):
         )
         if in_channels != hidden_dim:
             c2_xavier_fill(self.input_proj)
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.class_embed = Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     def forward(self, features: list[torch.Tensor], mask_features: torch.Tensor) -> PredictorOutput:

@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semask.layers.impl import get_impl
+from semask.layers.onednn import Linear
+
 
 def ms_deform_attn_core(
     value: torch.Tensor,
@@ -34,13 +37,20 @@ def ms_deform_attn_core(
     _, lq, _, num_levels, p, _ = sampling_locations.shape
     values = value.split([h * w for h, w in spatial_shapes], dim=1)
     grids = 2 * sampling_locations - 1
-    sampled = []
+    weights = attention_weights.transpose(1, 2).reshape(b * m, 1, lq, num_levels, p)  # (B*M, 1, Lq, L, P)
+    sampled, out = [], None
     for lvl, (h, w) in enumerate(spatial_shapes):
         v = values[lvl].flatten(2).transpose(1, 2).reshape(b * m, d, h, w)  # (B*M, D, h, w)
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (B*M, Lq, P, 2)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    weights = attention_weights.transpose(1, 2).reshape(b * m, 1, lq, num_levels * p)  # (B*M, 1, Lq, L*P)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)  # (B*M, D, Lq)
+        s = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B*M, D, Lq, P)
+        if get_impl() == "reference":
+            sampled.append(s)
+            continue
+        # fast: weight and sum level by level, never holding the (B*M, D, Lq, L*P) stack of all samples
+        term = (s * weights[..., lvl, :]).sum(-1)  # (B*M, D, Lq)
+        out = term if out is None else out + term
+    if get_impl() == "reference":  # the official order: stack all levels, then one weighted sum
+        out = (torch.stack(sampled, dim=-2).flatten(-2) * weights.flatten(-2)).sum(-1)  # (B*M, D, Lq)
     return out.view(b, m * d, lq).transpose(1, 2).contiguous()  # (B, Lq, M*D)
 
 
@@ -63,10 +73,10 @@ class MSDeformAttn(nn.Module):
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
         self.n_levels, self.n_heads, self.n_points = n_levels, n_heads, n_points
-        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
-        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
-        self.value_proj = nn.Linear(d_model, d_model)
-        self.output_proj = nn.Linear(d_model, d_model)
+        self.sampling_offsets = Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = Linear(d_model, d_model)
+        self.output_proj = Linear(d_model, d_model)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 from semask.decoders.mask2former.common import Conv2dNorm, PixelDecoderOutput, xavier_matrices
 from semask.decoders.mask2former.ms_deform_attn import MSDeformAttn
 from semask.decoders.mask2former.position import sine_position_embedding
+from semask.layers.onednn import Linear
 
 
 class EncoderLayer(nn.Module):
@@ -25,8 +26,8 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1 = Linear(d_model, dim_feedforward)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
