@@ -37,8 +37,10 @@ def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
         return None
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return None
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-    return dtype if dtype in (torch.float32, torch.bfloat16) else None
+    if torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+        return dtype if dtype in (torch.float32, torch.bfloat16) else None
+    return torch.float32 if x.dtype == torch.float32 else None  # F.linear's dtype checks otherwise
 
 
 # module -> (key, prepared weights); kept outside the modules so that deepcopy, pickling and torch.save of a model
