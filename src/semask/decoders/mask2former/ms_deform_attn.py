@@ -5,6 +5,7 @@ Official source: ``mask2former/modeling/pixel_decoder/ops/modules/ms_deform_attn
 align_corners=False, zero padding) has the semantics of the CUDA op. No compiled kernel is needed.
 """
 
+import functools
 import math
 
 import torch
@@ -38,19 +39,19 @@ def ms_deform_attn_core(
     values = value.split([h * w for h, w in spatial_shapes], dim=1)
     grids = 2 * sampling_locations - 1
     weights = attention_weights.transpose(1, 2).reshape(b * m, 1, lq, num_levels, p)  # (B*M, 1, Lq, L, P)
-    sampled, out = [], None
-    for lvl, (h, w) in enumerate(spatial_shapes):
+
+    def sample(lvl: int, h: int, w: int) -> torch.Tensor:  # (B*M, D, Lq, P)
         v = values[lvl].flatten(2).transpose(1, 2).reshape(b * m, d, h, w)  # (B*M, D, h, w)
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)  # (B*M, Lq, P, 2)
-        s = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B*M, D, Lq, P)
-        if get_impl() == "reference":
-            sampled.append(s)
-            continue
-        # fast: weight and sum level by level, never holding the (B*M, D, Lq, L*P) stack of all samples
-        term = (s * weights[..., lvl, :]).sum(-1)  # (B*M, D, Lq)
-        out = term if out is None else out + term
+        return F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    samples = (sample(lvl, h, w) for lvl, (h, w) in enumerate(spatial_shapes))
     if get_impl() == "reference":  # the official order: stack all levels, then one weighted sum
-        out = (torch.stack(sampled, dim=-2).flatten(-2) * weights.flatten(-2)).sum(-1)  # (B*M, D, Lq)
+        out = (torch.stack(list(samples), dim=-2).flatten(-2) * weights.flatten(-2)).sum(-1)  # (B*M, D, Lq)
+    else:  # fast: weight and sum level by level, never holding the (B*M, D, Lq, L*P) stack of all samples
+        out = functools.reduce(
+            torch.add, ((s * weights[..., lvl, :]).sum(-1) for lvl, s in enumerate(samples))
+        )
     return out.view(b, m * d, lq).transpose(1, 2).contiguous()  # (B, Lq, M*D)
 
 
