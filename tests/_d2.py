@@ -11,6 +11,7 @@ Criteria (see ``test_parity_d2``'s docstring for the reasoning):
 """
 
 import json
+import math
 import re
 from collections.abc import Callable
 
@@ -27,6 +28,19 @@ Converter = Callable[[dict], tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]]
 LAYOUT = {"SWSeMaskBlock": "window", "SeMaskBlock": "global"}
 PREFIX = "state_dict."
 ULP, CAP = 2.0**-23, 2e-3
+
+
+def bilinear_corners(y: float, x: float, h: int, w: int) -> list[tuple[int, int, float]]:
+    """The (row, col, weight) corners of bilinear sampling at (y, x) in pixel units of an h x w map, those outside
+    the map dropped (zero padding): the plain loops that the MSDeformAttn and DCN kernels are checked against."""
+    y0, x0 = math.floor(y), math.floor(x)
+    corners = (
+        (y0, x0, (y0 + 1 - y) * (x0 + 1 - x)),
+        (y0, x0 + 1, (y0 + 1 - y) * (x - x0)),
+        (y0 + 1, x0, (y - y0) * (x0 + 1 - x)),
+        (y0 + 1, x0 + 1, (y - y0) * (x - x0)),
+    )
+    return [(yy, xx, wt) for yy, xx, wt in corners if 0 <= yy < h and 0 <= xx < w]
 
 
 def load_fixture(

@@ -2,14 +2,13 @@
 with the official models (every stored tensor, loss and matching; see ``test_parity_d2`` for the criteria),
 perturbations of the FaPN modules, and conversion of the full-size official key manifests (SPEC A4, A7)."""
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 from _d2 import (
     assert_fixture_parity,
     assert_manifest_converts,
+    bilinear_corners,
     fixture_float_keys,
     load_fixture,
     manifest_state_dict,
@@ -56,16 +55,9 @@ def naive_dcn(x, offset, mask, weight, bias, stride, padding, dilation) -> torch
                             + (t % kw) * dilation
                             + float(offset[n, 2 * (g * k + t) + 1, i, j])
                         )
-                        y0, x0 = math.floor(y), math.floor(xx)
                         val = torch.zeros(c // groups, dtype=x.dtype)
-                        for yy, xc, wt in (
-                            (y0, x0, (y0 + 1 - y) * (x0 + 1 - xx)),
-                            (y0, x0 + 1, (y0 + 1 - y) * (xx - x0)),
-                            (y0 + 1, x0, (y - y0) * (x0 + 1 - xx)),
-                            (y0 + 1, x0 + 1, (y - y0) * (xx - x0)),
-                        ):
-                            if 0 <= yy < h and 0 <= xc < w:
-                                val += wt * x[n, chans, yy, xc]
+                        for yy, xc, wt in bilinear_corners(y, xx, h, w):
+                            val += wt * x[n, chans, yy, xc]
                         cols[n, chans, t, i, j] = val * mask[n, g * k + t, i, j]
     return torch.einsum("bcthw,oct->bohw", cols, weight.reshape(c_out, c, k)) + bias.view(1, -1, 1, 1)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _d2 import assert_manifest_converts, manifest_state_dict
+from _d2 import assert_manifest_converts, bilinear_corners, manifest_state_dict
 
 import semask
 from semask.convert import convert_checkpoint
@@ -42,16 +42,9 @@ def naive_ms_deform_attn(value, shapes, locations, weights) -> torch.Tensor:
                     for k in range(p):
                         x = float(locations[n, q, head, lvl, k, 0]) * w - 0.5
                         y = float(locations[n, q, head, lvl, k, 1]) * h - 0.5
-                        x0, y0 = math.floor(x), math.floor(y)
-                        for yy, xx, wt in (
-                            (y0, x0, (y0 + 1 - y) * (x0 + 1 - x)),
-                            (y0, x0 + 1, (y0 + 1 - y) * (x - x0)),
-                            (y0 + 1, x0, (y - y0) * (x0 + 1 - x)),
-                            (y0 + 1, x0 + 1, (y - y0) * (x - x0)),
-                        ):
-                            if 0 <= yy < h and 0 <= xx < w:
-                                v = value[n, starts[lvl] + yy * w + xx, head]
-                                out[n, q, head] += weights[n, q, head, lvl, k] * wt * v
+                        for yy, xx, wt in bilinear_corners(y, x, h, w):
+                            v = value[n, starts[lvl] + yy * w + xx, head]
+                            out[n, q, head] += weights[n, q, head, lvl, k] * wt * v
     return out.reshape(b, lq, m * d)
 
 
