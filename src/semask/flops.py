@@ -58,9 +58,8 @@ _MMCV_HOOKS: dict[type, Callable[[nn.Module, tuple, torch.Tensor], int]] = {
     **dict.fromkeys((nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6), _output_numel),
     **dict.fromkeys(_POOLS, _input_numel),
     **dict.fromkeys(_NORMS, _norm),
-    **dict.fromkeys(
-        (nn.Linear, Linear), _linear
-    ),  # semask's Linear is nn.Linear with a oneDNN inference path
+    # semask's Linear is an nn.Linear with a oneDNN inference path
+    **dict.fromkeys((nn.Linear, Linear), _linear),
     nn.Upsample: _output_numel,
 }
 
@@ -73,10 +72,10 @@ def _dummy_input(model: nn.Module, size: tuple[int, int]) -> torch.Tensor:
 def mmcv_flops(model: nn.Module, size: tuple[int, int]) -> float:
     """Multiply-accumulates of one (1, 3, H, W) eval forward, counted as mmcv's ``get_model_complexity_info``.
 
-    The ``reference`` implementation runs (the official module calls). Per call of a module of exactly these types: Conv = output positions x (C_in/groups) x C_out x k^d (+ C_out
-    per position with bias); Linear = input numel x out_features; Batch/Group/Instance/LayerNorm = input numel
-    (x2 with affine); ReLU/PReLU/ELU/LeakyReLU/ReLU6 = output numel; pooling = input numel; ``nn.Upsample`` =
-    output numel. Everything else counts 0. Works on meta-device models (shapes only).
+    The ``reference`` implementation runs (the official module calls). Per call of a module of exactly these
+    types: Conv = output positions x (C_in/groups) x C_out x k^d (+ C_out per position with bias); Linear =
+    input numel x out_features; Batch/Group/Instance/LayerNorm = input numel (x2 with affine);
+    ReLU/PReLU/ELU/LeakyReLU/ReLU6 = output numel; pooling = input numel; ``nn.Upsample`` = output numel. Everything else counts 0. Works on meta-device models (shapes only).
 
     Args:
         model: the network; called on zeros (B=1) on its parameters' device and dtype.

@@ -256,9 +256,8 @@ class SwinStage(nn.Module):
         device, dtype) (``fast``)."""
         m = self.window_size
         hp, wp = round_up(h, m), round_up(w, m)
-        cache = (
-            get_impl() == "fast" and not torch.compiler.is_compiling()
-        )  # compiled graphs fold it as a constant
+        # compiled graphs fold the mask as a constant, so they build it in-graph
+        cache = get_impl() == "fast" and not torch.compiler.is_compiling()
         build = cached_shift_attention_mask if cache else shift_attention_mask
         return build(hp, wp, m, x.device, x.dtype)
 
