@@ -12,12 +12,15 @@ alike); each variant's ratio is its median over the reference fp32 median. Peak 
 ``semask bench`` process per (variant, size) (the RSS high-water mark cannot be reset within a process). Sizes are
 written W x H. Tables:
 
-1. whole-image inference (full-resolution logits), SeMask-T FPN: 512x512 with K=150 and 768x768 with K=19;
-   variants reference fp32, fast fp32, fast bf16 (with ``--compile`` also both compiled, weights frozen),
-   onnxruntime fp32 (the ONNX export, see ``semask export``);
+1. whole-image inference, SeMask-T FPN: 512x512 with K=150 and 768x768 with K=19; variants reference fp32, fast
+   fp32, fast bf16 (with ``--compile`` also both compiled, weights frozen), onnxruntime fp32 (the ONNX export, see
+   ``semask export``); each up to the class map, as ``semask predict`` and ``semask eval`` compute it (``labels``:
+   the reference resizes the logits, takes the softmax and the argmax like the official ``simple_test``;
+   onnxruntime's logits get a numpy argmax), and up to the resized logits only (``logits``), all interleaved;
 2. training step (forward, loss, backward, AdamW), batch 2, 512x512, K=150: reference fp32 vs fast bf16 (and fast
    bf16 compiled);
-3. peak memory of inference at 1024x512, 2048x1024, 4096x2048 (K=150, stages 2-3 global) per implementation;
+3. peak memory of inference at 1024x512, 2048x1024, 4096x2048 (K=150, stages 2-3 global) per implementation and
+   output;
 4. with ``--checkpoint`` and ``--data-root`` (CamVid): identical argmax pixels of fast bf16 vs fast fp32 on val.
 """
 
@@ -32,7 +35,15 @@ from pathlib import Path
 import torch
 
 import semask
-from semask.benchmark import Step, bench_subprocess, inference_step, summarize, time_round_robin, train_step
+from semask.benchmark import (
+    OUTPUTS,
+    Step,
+    bench_subprocess,
+    inference_step,
+    summarize,
+    time_round_robin,
+    train_step,
+)
 from semask.compile import compile_model
 
 # name -> (attention impl, autocast, torch.compile)
@@ -63,26 +74,30 @@ def variant_model(model: torch.nn.Module, compiled: bool, train: bool) -> torch.
     return compile_model(model, freeze=not train) if compiled else model
 
 
-def onnxruntime_step(model: torch.nn.Module, images: torch.Tensor, folder: Path) -> Step | None:
-    """Export ``model`` and return a step running it in onnxruntime, or None when onnx tools are missing."""
+def onnxruntime_steps(model: torch.nn.Module, images: torch.Tensor, folder: Path) -> dict[str, Step]:
+    """Export ``model`` and return output -> step running it in onnxruntime (empty when onnx tools are missing)."""
     try:
         import onnxruntime as ort
 
         from semask.export import export_onnx
     except ImportError:
-        return None
+        return {}
     path = export_onnx(model, folder / "model.onnx", size=tuple(images.shape[-2:]))
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = {"images": images.numpy()}
-    return lambda: session.run(None, feed)
+    return {"labels": lambda: session.run(None, feed)[0].argmax(1), "logits": lambda: session.run(None, feed)}
 
 
-def peak_mb(arch: str, size: tuple[int, int], num_classes: int, impl: str, amp: str, train: bool, batch: int):
-    """Peak memory (MiB) of one step of a variant, measured by ``semask bench`` in a fresh process."""
+def peak_mb(
+    arch: str, size: tuple[int, int], num_classes: int, impl: str, amp: str, batch: int, output: str | None
+) -> float | str:
+    """Peak memory (MiB) of one step of a variant, measured by ``semask bench`` in a fresh process
+    (``output=None``: a training step)."""
     args = [arch, "--size", *map(str, size), "--num-classes", str(num_classes), "--impl", impl, "--amp", amp]
-    args += ["--batch", str(batch), "--iters", "1", "--warmup", "0"] + (["--train"] if train else [])
+    args += ["--batch", str(batch), "--iters", "1", "--warmup", "0"]
+    args += ["--train"] if output is None else ["--output", output]
     result = bench_subprocess(args)
     return result.get("peak_mem_mb", result.get("error"))
 
@@ -96,25 +111,32 @@ def with_ratios(times: dict[str, list[float]], batch: int, memory: dict[str, obj
     return rows
 
 
-def inference_table(
+def inference_tables(
     arch: str, num_classes: int, size: tuple[int, int], args: argparse.Namespace
-) -> list[dict]:
+) -> dict[str, list[dict]]:
+    """output -> table rows; the steps of both outputs run interleaved in one round robin."""
     torch.manual_seed(0)
     model = semask.create_model(arch, num_classes=num_classes).eval()
     images = torch.randn(1, 3, *size)
     variants = selected(VARIANTS, args)
+    copies = {n: variant_model(model, c, False) for n, (i, a, c) in variants.items()}
     steps = {
-        n: inference_step(variant_model(model, c, False), images, i, a) for n, (i, a, c) in variants.items()
+        (n, out): inference_step(copies[n], images, i, a, out)
+        for n, (i, a, c) in variants.items()
+        for out in OUTPUTS
     }
     with tempfile.TemporaryDirectory() as folder:
-        ort = onnxruntime_step(model, images, Path(folder))
-        if ort is not None:
-            steps["onnxruntime fp32"] = ort
+        steps |= {
+            ("onnxruntime fp32", out): s for out, s in onnxruntime_steps(model, images, Path(folder)).items()
+        }
         times = time_round_robin(steps, args.warmup, args.reps)
-    memory = {
-        n: peak_mb(arch, size, num_classes, i, a, False, 1) for n, (i, a, c) in variants.items() if not c
-    }
-    return with_ratios(times, 1, memory)
+    tables = {}
+    for out in OUTPUTS:
+        memory = {
+            n: peak_mb(arch, size, num_classes, i, a, 1, out) for n, (i, a, c) in variants.items() if not c
+        }
+        tables[out] = with_ratios({n: t for (n, o), t in times.items() if o == out}, 1, memory)
+    return tables
 
 
 def train_table(arch: str, size: tuple[int, int], batch: int, args: argparse.Namespace) -> list[dict]:
@@ -127,7 +149,7 @@ def train_table(arch: str, size: tuple[int, int], batch: int, args: argparse.Nam
         for n, (i, a, c) in variants.items()
     }
     times = time_round_robin(steps, args.warmup, args.reps)
-    memory = {n: peak_mb(arch, size, 150, i, a, True, batch) for n, (i, a, c) in variants.items() if not c}
+    memory = {n: peak_mb(arch, size, 150, i, a, batch, None) for n, (i, a, c) in variants.items() if not c}
     return with_ratios(times, batch, memory)
 
 
@@ -150,9 +172,11 @@ def label(size: tuple[int, int]) -> str:
 def memory_table(arch: str, sizes: list[tuple[int, int]]) -> list[dict]:
     rows = []
     for impl in ("fast", "reference"):
-        for size in sizes:
-            mb = peak_mb(arch, size, 150, impl, "none", False, 1) if fits_in_memory(size, impl) else "skipped"
-            rows.append({"impl": impl, "size": label(size), "peak_mem_mb": mb})
+        for output in OUTPUTS:
+            for size in sizes:
+                fits = fits_in_memory(size, impl)
+                mb = peak_mb(arch, size, 150, impl, "none", 1, output) if fits else "skipped"
+                rows.append({"impl": impl, "output": output, "size": label(size), "peak_mem_mb": mb})
     return rows
 
 
@@ -161,7 +185,7 @@ def camvid_agreement(checkpoint: str, data_root: str, limit: int | None) -> dict
     from semask.configs import ExperimentCfg
     from semask.data.datasets import build_dataset
     from semask.engine.checkpoint import load_trained_model
-    from semask.engine.inference import normalize_image, predict_probs
+    from semask.engine.inference import normalize_image, predict_labels
     from semask.engine.train import inference_cfg
 
     model, info = load_trained_model(checkpoint)
@@ -173,8 +197,8 @@ def camvid_agreement(checkpoint: str, data_root: str, limit: int | None) -> dict
     with semask.use_impl("fast"):
         for i in range(count):
             x = normalize_image(data.load(i)["image"])
-            fp32 = predict_probs(model, x, infer).argmax(1)  # (1, H, W)
-            bf16 = predict_probs(model, x, replace(infer, amp="bf16")).argmax(1)
+            fp32 = predict_labels(model, x, infer)  # (1, H, W)
+            bf16 = predict_labels(model, x, replace(infer, amp="bf16"))
             same += int((fp32 == bf16).sum())
             total += fp32.numel()
     return {"images": count, "identical_argmax_pct": 100.0 * same / total}
@@ -200,17 +224,18 @@ def print_rows(title: str, rows: list[dict]) -> None:
 def print_memory(rows: list[dict], sizes: list[tuple[int, int]]) -> None:
     print("\nPeak memory of whole-image inference (RSS growth, MiB), K=150, stages 2-3 global")
     for r in rows:
-        print(f"  {r['impl']:10s} {r['size']:>10s} {fmt_mb(r['peak_mem_mb']):>10s}")
-    peak = {(r["impl"], r["size"]): r["peak_mem_mb"] for r in rows}
+        print(f"  {r['impl']:10s} {r['output']:7s} {r['size']:>10s} {fmt_mb(r['peak_mem_mb']):>10s}")
+    peak = {(r["impl"], r["output"], r["size"]): r["peak_mem_mb"] for r in rows}
     scale = (sizes[-1][0] * sizes[-1][1]) / (sizes[0][0] * sizes[0][1])
     for impl in ("fast", "reference"):
-        small, large = peak[impl, label(sizes[0])], peak[impl, label(sizes[-1])]
-        if isinstance(small, float) and isinstance(large, float) and small > 0:
-            verdict = "linear" if large <= 1.3 * scale * small else "NOT linear"
-            print(
-                f"  {impl}: largest/smallest = {large / small:.1f} for {scale:.0f}x pixels "
-                f"(target <= {1.3 * scale:.1f}): {verdict}"
-            )
+        for output in OUTPUTS:
+            small, large = peak[impl, output, label(sizes[0])], peak[impl, output, label(sizes[-1])]
+            if isinstance(small, float) and isinstance(large, float) and small > 0:
+                verdict = "linear" if large <= 1.3 * scale * small else "NOT linear"
+                print(
+                    f"  {impl} {output}: largest/smallest = {large / small:.1f} for {scale:.0f}x pixels "
+                    f"(target <= {1.3 * scale:.1f}): {verdict}"
+                )
 
 
 def main() -> None:
@@ -235,11 +260,11 @@ def main() -> None:
         args.reps, args.warmup = 2, 1
     print(f"{arch}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.reps} rounds")
     s512, s768 = (512 // s, 512 // s), (768 // s, 768 // s)
-    results = {
-        f"inference {label(s512)} K=150": inference_table(arch, 150, s512, args),
-        f"inference {label(s768)} K=19": inference_table(arch, 19, s768, args),
-        f"training step batch 2 {label(s512)} K=150": train_table(arch, s512, 2, args),
-    }
+    results = {}
+    for num_classes, size in ((150, s512), (19, s768)):
+        for output, rows in inference_tables(arch, num_classes, size, args).items():
+            results[f"inference {label(size)} K={num_classes} {output}"] = rows
+    results[f"training step batch 2 {label(s512)} K=150"] = train_table(arch, s512, 2, args)
     for title, rows in results.items():
         print_rows(title, rows)
     print(

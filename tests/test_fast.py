@@ -13,6 +13,8 @@ import torch
 import semask
 from semask.backbones import swin
 from semask.cli import main
+from semask.engine import inference
+from semask.engine.inference import InferenceCfg, predict_labels, predict_probs, upsampled_argmax
 from semask.layers import onednn, semantic_attention
 from semask.layers.impl import IMPLS, get_impl, set_impl, use_impl
 from semask.layers.windows import from_windows, to_windows, window_index
@@ -150,6 +152,38 @@ def test_fast_inference_matches_reference(grad_mode):
         ref = ref2
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("classes_per_chunk", [1, 3, 13])
+def test_upsampled_argmax_equals_full_resize(dtype, classes_per_chunk):
+    """Chunked resize + running max = argmax of the full resize, including the first-index rule on ties."""
+    torch.manual_seed(0)
+    size = (35, 41)
+    chunk_bytes = classes_per_chunk * 2 * 35 * 41 * torch.finfo(dtype).bits // 8
+    logits = torch.randn(2, 13, 11, 9, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    full = torch.nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    assert torch.equal(upsampled_argmax(logits, size, chunk_bytes), full.argmax(1))
+    ties = torch.randint(0, 3, (2, 13, 35, 41)).to(dtype)  # same size: the values stay integers, many ties
+    assert torch.equal(upsampled_argmax(ties, size, chunk_bytes), ties.argmax(1))
+
+
+def test_predict_labels(monkeypatch):
+    """fast: one whole-image pass never builds the full-resolution logits and gives their argmax; reference and
+    TTA take the argmax of ``predict_probs``; fast and reference agree."""
+    model = _model().eval()
+    x = torch.randn(2, 3, 61, 83)
+    with torch.no_grad(), use_impl("reference"):
+        ref = predict_probs(model, x, InferenceCfg()).argmax(1)
+        assert torch.equal(predict_labels(model, x, InferenceCfg()), ref)
+    flip = InferenceCfg(flip=True)
+    assert torch.equal(predict_labels(model, x, flip), predict_probs(model, x, flip).argmax(1))
+    with torch.no_grad():
+        full = model.predict_logits(x).argmax(1)
+    monkeypatch.setattr(inference, "predict_probs", None)  # the fast single pass must not call it
+    labels = predict_labels(model, x, InferenceCfg())
+    assert torch.equal(labels, full)
+    assert labels.shape == (2, 61, 83) and (labels != ref).float().mean() <= 1e-3
+
+
 @pytest.mark.parametrize("fused", [False, True], ids=["cpu-rule", "sdpa"])
 def test_bf16_autocast_is_close(monkeypatch, fused):
     """bf16 autocast runs and stays near fp32, with the CPU kernel rule and with SDPA forced in bf16."""
@@ -172,7 +206,11 @@ def test_bench_cli_json(capsys, train):
     args += ["--num-classes", "3", "--batch", "2", "--json"] + (["--train", "--amp", "bf16"] if train else [])
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["iters"] == 2 and result["train"] is train
+    assert (
+        result["iters"] == 2
+        and result["train"] is train
+        and result["output"] == (None if train else "labels")
+    )
     assert result["median_s"] >= result["min_s"] > 0
     assert result["images_per_s"] == pytest.approx(2 / result["median_s"])
     assert result["peak_mem_mb"] >= 0

@@ -16,30 +16,45 @@ import torch
 from torch import nn
 
 from semask.configs.schema import TrainCfg
-from semask.engine.inference import autocast
+from semask.engine.inference import InferenceCfg, autocast, predict_labels
 from semask.engine.train import compute_losses, total_loss
 from semask.layers.impl import use_impl
 
 Step = Callable[[], object]
+OUTPUTS = ("labels", "logits")
 
 
-def inference_step(model: nn.Module, images: torch.Tensor, impl: str, amp: str) -> Step:
-    """Whole-image inference, as ``mode=whole`` evaluation runs it: full-resolution logits.
+def inference_step(
+    model: nn.Module, images: torch.Tensor, impl: str, amp: str, output: str = "labels"
+) -> Step:
+    """Whole-image inference at the input size.
 
     Args:
         model: a segmenter with ``predict_logits`` (put in eval mode here).
         images: (B, 3, H, W) normalised images on the model's device.
         impl: ``"fast"`` or ``"reference"`` (see :mod:`semask.layers.impl`).
         amp: ``"none"``, ``"bf16"`` or ``"fp16"``.
+        output: ``"labels"``: the (B, H, W) class map, as ``semask predict`` and ``semask eval`` compute it
+            (:func:`semask.engine.inference.predict_labels`; ``reference`` resizes, takes the softmax and the
+            argmax like the official ``simple_test``); ``"logits"``: the (B, K, H, W) resized logits only.
 
     Returns:
-        A step returning the (B, K, H, W) logits.
+        A step returning the labels or the logits.
+
+    Raises:
+        ValueError: unknown ``output``.
     """
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown inference output {output!r}; choose from {OUTPUTS}")
     model.eval()
+    cfg = InferenceCfg(amp=amp)
 
     def step() -> torch.Tensor:
-        with use_impl(impl), torch.inference_mode(), autocast(images.device, amp):
-            return model.predict_logits(images)
+        with use_impl(impl), torch.inference_mode():
+            if output == "labels":
+                return predict_labels(model, images, cfg)
+            with autocast(images.device, amp):
+                return model.predict_logits(images)
 
     return step
 

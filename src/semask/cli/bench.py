@@ -1,6 +1,7 @@
-"""``semask bench MODEL --size H W [--batch B] [--amp none|bf16] [--impl fast|reference] [--compile] [--train] [--json]``.
+"""``semask bench MODEL --size H W [--batch B] [--amp none|bf16] [--impl fast|reference] [--output labels|logits]
+[--compile] [--train] [--json]``.
 
-Times whole-image inference (full-resolution logits) or, with ``--train``, a full training step on random data;
+Times whole-image inference (up to the class map as ``semask predict`` computes it, or the resized logits) or, with ``--train``, a full training step on random data;
 reports median and min seconds per step, images/s and the peak memory of the steps (growth of the RSS high-water
 mark over the RSS after building the model, the input and a priming pass, on CPU; peak allocated on CUDA).
 Run one configuration per process: the RSS high-water mark cannot be reset.
@@ -21,6 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype")
     p.add_argument("--impl", choices=IMPLS, default="fast", help="attention implementation")
+    p.add_argument(
+        "--output",
+        choices=["labels", "logits"],
+        default="labels",
+        help="inference up to the class map (as predict/eval) or the resized logits only",
+    )
     p.add_argument("--train", action="store_true", help="time forward + loss + backward + AdamW step")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model first (frozen weights for inference)"
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         labels = torch.randint(0, model.num_classes, (args.batch, h, w), device=device)
         step = benchmark.train_step(model, images, labels, args.impl, args.amp)
     else:
-        step = benchmark.inference_step(model, images, args.impl, args.amp)
+        step = benchmark.inference_step(model, images, args.impl, args.amp, args.output)
     benchmark.reset_peak_rss()
     rss_before = benchmark.current_rss_mb()
     if device.type == "cuda":
@@ -72,12 +79,12 @@ def run(args: argparse.Namespace) -> int:
         peak = max(0.0, benchmark.peak_rss_mb() - rss_before)
     result = benchmark.summarize(times, args.batch, peak)
     setup = {"model": args.model, "size": [h, w], "batch": args.batch, "impl": args.impl, "amp": args.amp}
-    setup |= {"compile": args.compile}
+    setup |= {"compile": args.compile, "output": None if args.train else args.output}
     setup |= {"train": args.train, "device": str(device), "threads": torch.get_num_threads()}
     if args.json:
         print(json.dumps(setup | result))
     else:
-        what = "training step" if args.train else "inference"
+        what = "training step" if args.train else f"inference ({args.output})"
         print(
             f"{args.model} {what} {args.batch}x3x{h}x{w}  impl={args.impl} amp={args.amp} "
             f"compile={args.compile} on {device}"

@@ -8,7 +8,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from semask.engine.inference import InferenceCfg, normalize_image, predict_probs
+from semask.engine.inference import InferenceCfg, normalize_image, predict_labels
 from semask.metrics import SegMetrics
 
 
@@ -34,8 +34,8 @@ def evaluate(
     indices = range(rank, len(dataset), world)
     for i in tqdm(indices, desc="eval", disable=not progress or rank != 0, leave=False):
         item = dataset[i]
-        probs = predict_probs(model, normalize_image(item["image"], device), cfg)
-        metrics.update(probs[0].argmax(0).cpu(), torch.from_numpy(item["label"]).long())
+        labels = predict_labels(model, normalize_image(item["image"], device), cfg)
+        metrics.update(labels[0].cpu(), torch.from_numpy(item["label"]).long())
     metrics.all_reduce()
     model.train(was_training)
     return metrics.compute()

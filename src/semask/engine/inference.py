@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semask.data.transforms import normalize, rescale_size
+from semask.layers.impl import get_impl
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -127,6 +128,61 @@ def predict_probs(model: nn.Module, img: torch.Tensor, cfg: InferenceCfg) -> tor
     return total / passes
 
 
+def upsampled_argmax(
+    logits: torch.Tensor, size: tuple[int, int], chunk_bytes: int = 8 * 2**20
+) -> torch.Tensor:
+    """``F.interpolate(logits, size, mode="bilinear", align_corners=False).argmax(1)`` without the (B, K, H, W)
+    tensor: the classes are resized and reduced a chunk of about ``chunk_bytes`` at a time, keeping the running
+    maximum. Each channel resizes on its own, so the values are those of the full resize, and ties keep the
+    first class, as ``argmax`` does. Half-precision logits are resized channels-last (about 3x faster on CPU
+    than NCHW), fp32 ones NCHW (faster there).
+
+    Args:
+        logits: (B, K, h, w) class logits (any float dtype).
+        size: output (H, W) in pixels.
+
+    Returns:
+        (B, H, W) int64 class indices.
+    """
+    half = logits.element_size() < 4
+    logits = logits.contiguous(memory_format=torch.channels_last if half else torch.contiguous_format)
+    per_class = logits.shape[0] * size[0] * size[1] * logits.element_size()
+    step = max(1, chunk_bytes // per_class)
+    best = labels = None
+    for k in range(0, logits.shape[1], step):
+        up = F.interpolate(logits[:, k : k + step], size=size, mode="bilinear", align_corners=False)
+        value, index = up.max(dim=1)
+        if best is None:
+            best, labels = value, index
+        else:
+            labels = torch.where(value > best, index + k, labels)
+            best = torch.maximum(value, best)
+    return labels
+
+
+@torch.no_grad()
+def predict_labels(model: nn.Module, img: torch.Tensor, cfg: InferenceCfg) -> torch.Tensor:
+    """Class map at the input size: the argmax over classes of :func:`predict_probs` (mmseg ``simple_test``).
+
+    With the ``fast`` implementation, a single whole-image pass (no flip, no rescale) of a model with
+    ``decode_logits`` (the FPN models) takes the argmax of the resized logits chunk by chunk
+    (:func:`upsampled_argmax`); the (B, K, H, W) logits and probabilities are never built. The softmax does not
+    change the argmax.
+
+    Args:
+        img: (B, 3, H, W) normalised images.
+
+    Returns:
+        (B, H, W) int64 class indices.
+    """
+    h, w = img.shape[-2:]
+    single_pass = cfg.mode == "whole" and not cfg.flip and _pass_sizes(h, w, cfg) == [(h, w)]
+    if single_pass and get_impl() == "fast" and hasattr(model, "decode_logits"):
+        with autocast(img.device, cfg.amp):
+            return upsampled_argmax(model.decode_logits(img), (h, w))
+    return predict_probs(model, img, cfg).argmax(1)
+
+
 def normalize_image(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 normalised with the presets' ImageNet mean/std."""
     return normalize(image).unsqueeze(0).to(device)
@@ -161,7 +217,7 @@ class Predictor:
             (H, W) int64 class indices at the original size.
         """
         x = normalize_image(self._load(image), self.device)
-        return predict_probs(self.model, x, self.cfg)[0].argmax(0).cpu().numpy()
+        return predict_labels(self.model, x, self.cfg)[0].cpu().numpy()
 
     @torch.no_grad()
     def predict_priors(self, image) -> list[np.ndarray]:

@@ -7,8 +7,9 @@ forward (prior decoder included) at inference; it is also the path that exports 
 ``scaled_dot_product_attention`` for the Swin window attention where it is faster, query chunking for the
 global semantic attention (memory linear in the number of pixels), channels-last decoder features (views of the
 NHWC tokens), one x2 upsampling for the summed stride-8/16/32 FPN heads, and at inference oneDNN linear/conv
-kernels (:mod:`semask.layers.onednn`) and no prior decoder in ``predict_logits``. Modules read the choice at forward time, so it can be
-switched on a built model. The setting is process-wide (not per thread).
+kernels (:mod:`semask.layers.onednn`), no prior decoder in ``predict_logits``, and the class map of a single
+whole-image pass taken chunk by chunk (:func:`semask.engine.inference.predict_labels`). Modules read the choice at
+forward time, so it can be switched on a built model. The setting is process-wide (not per thread).
 """
 
 import contextlib

@@ -39,7 +39,13 @@ def semantic_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
     kt = k.transpose(-2, -1)  # (B', K, N)
     if get_impl() == "reference" or n <= chunk:
         return (q @ kt).softmax(dim=-1) @ v
-    return torch.cat([(qc @ kt).softmax(dim=-1) @ v for qc in q.split(chunk, dim=1)], dim=1)  # (B', N, C)
+    out = None  # written chunk by chunk: kept chunk results would pin freed score blocks (heap fragmentation)
+    for start in range(0, q.shape[1], chunk):
+        part = (q[:, start : start + chunk] @ kt).softmax(dim=-1) @ v  # (B', chunk, C)
+        if out is None:
+            out = part.new_empty(part.shape[0], q.shape[1], part.shape[2])
+        out[:, start : start + chunk] = part
+    return out
 
 
 class SemanticAttention(nn.Module):

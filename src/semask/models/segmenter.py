@@ -124,11 +124,16 @@ class SeMaskFPN(nn.Module):
         maps = feats.semantic_maps if priors else None
         return SegOutput(logits, None if maps is None else self.decode_head.decode_priors(maps))
 
-    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Whole-image logits resized to the input (official ``encode_decode``): (B, K, H, W).
+    def decode_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Whole-image logits before the final resize: (B, 3, H, W) -> (B, K, ceil(H/4), ceil(W/4)).
 
         ``reference`` runs the whole forward as the official head does (the prior branch included); ``fast`` skips
         the prior decoder, whose output inference never reads.
         """
-        logits = self(images, priors=get_impl() == "reference").logits
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return self(images, priors=get_impl() == "reference").logits
+
+    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Whole-image logits resized to the input (official ``encode_decode``): (B, K, H, W)."""
+        return F.interpolate(
+            self.decode_logits(images), size=images.shape[-2:], mode="bilinear", align_corners=False
+        )
