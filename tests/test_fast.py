@@ -6,6 +6,9 @@ Small, odd sizes only (memory scaling at large sizes is measured by ``benchmarks
 import copy
 import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,3 +233,21 @@ def test_compiled_fast_path_matches_reference():
     with torch.no_grad(), use_impl("fast"):
         out = compiled.predict_logits(x)
     assert (out - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max())
+
+
+@pytest.mark.slow
+def test_benchmark_script_quick(tmp_path):
+    """``benchmarks/bench_fpn.py --quick`` (about a minute) runs every table and writes them as JSON."""
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_fpn.py"
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [sys.executable, str(script), "--quick", "--json", str(out)], check=True, capture_output=True
+    )
+    results = json.loads(out.read_text())
+    for output in ("labels", "logits"):
+        rows = {r["variant"]: r for r in results[f"inference 64x64 K=150 {output}"]}
+        assert rows["reference fp32"]["ratio"] == 1.0 and rows["fast bf16"]["median_s"] > 0
+    assert {(r["impl"], r["output"]) for r in results["memory"]} == {
+        (i, o) for i in ("fast", "reference") for o in ("labels", "logits")
+    }
+    assert all(isinstance(r["peak_mem_mb"], float) for r in results["memory"])
