@@ -10,7 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import torch
 from torch import nn
@@ -94,8 +94,8 @@ def _synchronize(device: torch.device) -> None:
 
 
 def time_round_robin(
-    steps: dict[str, Step], warmup: int, iters: int, device: torch.device | str = "cpu"
-) -> dict[str, list[float]]:
+    steps: dict[Hashable, Step], warmup: int, iters: int, device: torch.device | str = "cpu"
+) -> dict[Hashable, list[float]]:
     """Time several steps interleaved, so machine drift (thermal, other load) hits them all alike.
 
     Each step first runs ``warmup`` times untimed; then ``iters`` rounds run every step once, in turn.
@@ -111,7 +111,7 @@ def time_round_robin(
     for step in steps.values():
         for _ in range(warmup):
             step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[Hashable, list[float]] = {name: [] for name in steps}
     for _ in range(iters):
         for name, step in steps.items():
             _synchronize(device)
