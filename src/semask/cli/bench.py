@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     # growth measured below is (mostly) the tensors of the steps; 64x64 is enough (the mask models' GroupNorm
     # needs a 2x2 stride-32 map), except for a compiled model, which would otherwise compile twice
     prime = images[:1] if args.compile else images[:1, :, :64, :64]
-    benchmark.inference_step(model, prime, args.impl, args.amp)()
+    benchmark.inference_step(model, prime, args.impl, args.amp, args.output)()
     if args.train:
         labels = torch.randint(0, model.num_classes, (args.batch, h, w), device=device)
         step = benchmark.train_step(model, images, labels, args.impl, args.amp)
