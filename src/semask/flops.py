@@ -75,7 +75,8 @@ def mmcv_flops(model: nn.Module, size: tuple[int, int]) -> float:
     The ``reference`` implementation runs (the official module calls). Per call of a module of exactly these
     types: Conv = output positions x (C_in/groups) x C_out x k^d (+ C_out per position with bias); Linear =
     input numel x out_features; Batch/Group/Instance/LayerNorm = input numel (x2 with affine);
-    ReLU/PReLU/ELU/LeakyReLU/ReLU6 = output numel; pooling = input numel; ``nn.Upsample`` = output numel. Everything else counts 0. Works on meta-device models (shapes only).
+    ReLU/PReLU/ELU/LeakyReLU/ReLU6 = output numel; pooling = input numel; ``nn.Upsample`` = output numel.
+    Everything else counts 0. Works on meta-device models (shapes only).
 
     Args:
         model: the network; called on zeros (B=1) on its parameters' device and dtype.

@@ -1,10 +1,11 @@
 """``semask bench MODEL --size H W [--batch B] [--amp none|bf16] [--impl fast|reference] [--output labels|logits]
 [--compile] [--train] [--json]``.
 
-Times whole-image inference (up to the class map as ``semask predict`` computes it, or the resized logits) or, with ``--train``, a full training step on random data;
-reports median and min seconds per step, images/s and the peak memory of the steps (growth of the RSS high-water
-mark over the RSS after building the model, the input and a priming pass, on CPU; peak allocated on CUDA).
-Run one configuration per process: the RSS high-water mark cannot be reset.
+Times whole-image inference (up to the class map as ``semask predict`` computes it, or the resized logits) or,
+with ``--train``, a full training step on random data; reports median and min seconds per step, images/s and the
+peak memory of the steps (growth of the RSS high-water mark over the RSS after building the model, the input and a
+priming pass, on CPU; peak allocated on CUDA). Run one configuration per process: the RSS high-water mark cannot
+be reset.
 """
 
 import argparse
