@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--tta", choices=["none", "ms-flip", "flip"], default="none", help="test-time augmentation"
     )
     p.add_argument("--ratios", type=float, nargs="+", help="ms TTA ratios (default 0.5 .. 1.75)")
-    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument("--amp", choices=["none", "auto", "bf16", "fp16"], default="none")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model first (minutes; then faster)"
     )

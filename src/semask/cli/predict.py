@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["whole", "slide"], default="whole")
     p.add_argument("--crop", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
     p.add_argument("--stride", type=int, nargs=2, default=(341, 341), metavar=("H", "W"))
-    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument("--amp", choices=["none", "auto", "bf16", "fp16"], default="none")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model first (minutes; then faster)"
     )

@@ -168,7 +168,7 @@ def _camvid_cpu(arch: str) -> ExperimentCfg:
             batch_size=8,
             warmup_iters=100,
             warmup_ratio=1e-3,
-            amp="bf16",
+            amp="auto",  # bf16 where the CPU has it natively, else fp32 (semask.hardware)
             # median_frequency_weights(camvid train, power=0.5): Pole, SignSymbol, Bicyclist are < 1.3% of pixels
             class_weight=(
                 0.9049,

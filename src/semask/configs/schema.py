@@ -88,7 +88,7 @@ class TrainCfg:
     warmup_ratio: float = 1e-6
     power: float = 1.0
     min_lr: float = 0.0
-    amp: str = "none"
+    amp: str = "none"  # none | auto | bf16 | fp16 (semask.hardware.amp_decision)
     cate_weight: float = 0.4
     ohem_min_kept: int | None = None
     class_weight: tuple[float, ...] | None = None

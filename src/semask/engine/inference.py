@@ -14,11 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from semask.data.transforms import normalize, rescale_size
+from semask.hardware import resolve_amp
 from semask.layers.impl import get_impl
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Autocast context for ``amp`` in {"none", "bf16", "fp16"} (fp16 only on GPU)."""
+    """Autocast context for ``amp`` in {"none", "bf16", "fp16"}, as :func:`semask.hardware.resolve_amp` decides
+    for ``device`` (bf16 without native bf16 runs fp32 and says so once).
+
+    Raises:
+        ConfigError: ``"fp16"`` on CPU, or an unknown ``amp``.
+    """
+    amp = resolve_amp(amp, device)
     if amp == "none":
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]

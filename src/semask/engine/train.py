@@ -31,6 +31,7 @@ from semask.engine.inference import InferenceCfg, autocast
 from semask.engine.optim import build_optimizer, lr_at
 from semask.engine.sync_bn import convert_sync_batchnorm
 from semask.errors import CheckpointError, ConfigError, SemaskError
+from semask.hardware import resolve_amp
 from semask.losses import semask_fpn_loss
 from semask.registry import create_model
 
@@ -216,6 +217,7 @@ def train(
     out = Path(out_dir)
     rank, world, device = init_distributed()
     t = cfg.train
+    amp = resolve_amp(t.amp, device)  # bf16 without native bf16 -> fp32 (said once); fp16 on CPU refused
     if t.batch_size % world:
         raise SemaskError(f"train.batch_size={t.batch_size} is not divisible by the {world} processes")
     local_batch = t.batch_size // world
@@ -240,7 +242,7 @@ def train(
         model = convert_sync_batchnorm(model, device)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = build_optimizer(model, cfg.optim)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     if hasattr(model, "losses") and (t.ohem_min_kept is not None or t.class_weight is not None):
         raise ConfigError(
             f"{cfg.model.arch} uses its own criterion: train.ohem_min_kept and train.class_weight are FPN-only"
@@ -318,7 +320,7 @@ def train(
             for g in optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_mult", 1.0)  # checkpoints of semask <= 0.1 have no lr_mult
             images, labels = (x.to(device, non_blocking=True) for x in batch)
-            with autocast(device, t.amp):
+            with autocast(device, amp):
                 outputs = net(images)
             losses = compute_losses(model, outputs, labels, t, class_weight)
             loss = total_loss(losses)

@@ -20,18 +20,15 @@ import weakref
 import torch
 from torch import nn
 
+from semask.hardware import onednn_runs
 from semask.layers.impl import get_impl
-
-_ONEDNN = torch.backends.mkldnn.is_available() and all(
-    hasattr(torch.ops.mkldnn, op)
-    for op in ("_linear_pointwise", "_reorder_linear_weight", "_convolution_pointwise")
-)
 
 
 def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     """The compute dtype of a oneDNN call for these inputs (fp32, or bf16 under CPU bf16 autocast), or None where
-    the plain PyTorch op must run: not ``fast``, not CPU, autograd recording, tracing, compiling, other dtypes."""
-    if not (_ONEDNN and get_impl() == "fast" and x.device.type == "cpu" and weight.dtype == torch.float32):
+    the plain PyTorch op must run: not ``fast``, not CPU, autograd recording, tracing, compiling, other dtypes, or
+    a CPU/build where the kernels do not run for that dtype (:func:`semask.hardware.onednn_runs`)."""
+    if not (get_impl() == "fast" and x.device.type == "cpu" and weight.dtype == torch.float32):
         return None
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return None
@@ -39,8 +36,11 @@ def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
         return None
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
-        return dtype if dtype in (torch.float32, torch.bfloat16) else None
-    return torch.float32 if x.dtype == torch.float32 else None  # F.linear's dtype checks otherwise
+    elif x.dtype == torch.float32:
+        dtype = torch.float32
+    else:
+        return None  # F.linear's dtype checks
+    return dtype if dtype in (torch.float32, torch.bfloat16) and onednn_runs(dtype) else None
 
 
 # module -> (key, prepared weights); kept outside the modules so that deepcopy, pickling and torch.save of a model
