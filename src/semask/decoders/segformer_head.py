@@ -1,0 +1,83 @@
+"""The all-MLP SegFormer decoder (official ``SegFormerHead``).
+
+Official source: NVlabs/SegFormer ``mmseg/models/decode_heads/segformer_head.py`` (commit ``65fa8cf``). Module
+names equal its ``decode_head.*`` keys, except that the official ``conv_seg`` (created by mmseg's
+``BaseDecodeHead``, never used by ``SegFormerHead.forward``) does not exist here: converters drop it.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from semask.decoders.semantic_fpn import resize_to
+from semask.layers.onednn import Linear, fused_conv_bn_relu
+
+
+class MLP(nn.Module):
+    """Per-pixel Linear(C_in, E) on a map (official ``MLP``: flatten, ``proj``, reshape back)."""
+
+    def __init__(self, in_channels: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = Linear(in_channels, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, h, w) -> (B, E, h, w) (channels-last memory)."""
+        return self.proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvModule1x1(nn.Module):
+    """mmcv ``ConvModule`` as ``linear_fuse``: Conv 1x1 (no bias) -> BatchNorm2d (eps 1e-5) -> ReLU, with mmcv's
+    kaiming(fan_out) conv init."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.activate = nn.ReLU(inplace=True)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, h, w) -> (B, C_out, h, w); one fused kernel where :func:`fused_conv_bn_relu` applies."""
+        y = fused_conv_bn_relu(x, self.conv, self.bn)
+        return self.activate(self.bn(self.conv(x))) if y is None else y
+
+
+class SegFormerHead(nn.Module):
+    """Project each stage to E channels, resize to stride 4, concat [c4, c3, c2, c1], fuse, classify.
+
+    ``linear_c{i}`` = Linear(C_i, E) per pixel; c4, c3, c2 are resized bilinearly (align_corners=False, fixed in
+    the official forward whatever the config says) to the size of c1; ``linear_fuse`` = Conv 1x1 4E -> E, BN,
+    ReLU; Dropout2d; ``linear_pred`` = Conv 1x1 E -> K (bias). Linear and ``linear_pred`` keep PyTorch's default
+    init, as the official head.
+
+    Args:
+        in_channels: C_i of the 4 backbone stages.
+        num_classes: K.
+        embed_dim: E (official 256 for B0/B1, 768 for B2-B5).
+        dropout: Dropout2d before ``linear_pred`` (official 0.1).
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int], num_classes: int, embed_dim: int = 256, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        if len(in_channels) != 4:
+            raise ValueError(f"in_channels needs 4 entries (one per stage), got {in_channels!r}")
+        for i, c in enumerate(in_channels, start=1):
+            self.add_module(f"linear_c{i}", MLP(c, embed_dim))
+        self.linear_fuse = ConvModule1x1(4 * embed_dim, embed_dim)
+        self.dropout = nn.Dropout2d(dropout)
+        self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Args:
+            features: 4 x (B, C_i, h_i, w_i), stage 0 at stride 4.
+
+        Returns:
+            (B, K, h_0, w_0) logits.
+        """
+        size = features[0].shape[2:]
+        maps = [getattr(self, f"linear_c{i}")(x) for i, x in enumerate(features, start=1)]  # (B, E, h_i, w_i)
+        fused = torch.cat([resize_to(m, size) for m in maps[:0:-1]] + [maps[0]], dim=1)  # (B, 4E, h_0, w_0)
+        return self.linear_pred(self.dropout(self.linear_fuse(fused)))
