@@ -14,10 +14,10 @@ reproduced exactly (``tests/test_parity_segformer.py``):
   map, and it is also the stage's output feature;
 - drop path linspace(0, 0.1) over all blocks; no positional embedding.
 
-SeMask-MiT (``semantic_attention`` not None) has no official code. The paper (Sec. 3.1) says a semantic layer
-follows the transformer layer of every stage and that "SeMask can be plugged into any existing hierarchical
-vision transformer" (Sec. 4.3, Table 6: SeMask MiT-B4 with the SegFormer decoder). Choices it leaves open, and
-where they come from:
+SeMask-MiT (``semantic_attention`` not None) has no official code (SPEC 0). The paper says "The Semantic Layer
+follows the Transformer Layer at each stage" (Sec. 3.1), builds it from Swin only, and reports SeMask MiT-B4 with
+the SegFormer decoder ("SeMask can be plugged into any existing hierarchical vision transformer", Sec. 4.2 and
+4.4, Table 6) without describing the MiT graft. Choices it leaves open, and where they come from:
 
 - Placement: ``semantic_layer{s}`` runs after the stage's blocks and before ``norm{s}``; its output feeds
   ``norm{s}``, hence both the stage feature and the next stage (as the semantic layer feeds ``norm{i}`` and
@@ -25,8 +25,8 @@ where they come from:
 - The semantic layer itself is SeMask-Swin's :class:`~semask.layers.semantic_attention.SemanticLayer` unchanged:
   LayerNorm (eps 1e-5, the official SeMask-Swin ``nn.LayerNorm``; MiT's own block norms use 1e-6), single-head
   unscaled ``softmax(Q K^T) V``, lambda initialised to 0, dropout 0.1, N_S = 1, prior = raw Q logits.
-- Window: MiT has no attention window, so the paper's "window size equal to that used inside the transformer
-  layer" has no value to copy; ``sem_window_size`` defaults to 7 (SeMask-Swin T/S), zero padding at the
+- Window: the paper sets the semantic window "equal to that used inside the transformer layer" (Sec. 3.1); MiT
+  has no attention window, so there is no value to copy; ``sem_window_size`` defaults to 7 (SeMask-Swin T/S), zero padding at the
   bottom/right with padded tokens unmasked, no shift (official ``SWSeMaskBlock``).
 - Windowed vs global per stage: explicit per stage; :func:`semantic_layout` gives the default, the official
   SeMask-FPN rule without its Swin width condition: stages 0-1 windowed and 2-3 global when K > 19, else all
