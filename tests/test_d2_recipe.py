@@ -12,7 +12,7 @@ import semask
 from semask.configs import list_configs, load_config
 from semask.data.transforms import MEAN, STD, TrainTransform, shortest_edge_size
 from semask.engine.checkpoint import load_trained_model
-from semask.engine.inference import InferenceCfg, Predictor, predict_probs
+from semask.engine.inference import InferenceCfg, Predictor, normalize_image, predict_probs
 from semask.engine.optim import build_optimizer
 from semask.engine.train import build_model, train
 from semask.errors import ConfigError
@@ -113,13 +113,14 @@ def test_d2_train_transform_pads_raw_128_and_255():
 def test_mask_model_scores_are_averaged_without_softmax():
     torch.manual_seed(0)
     model = semask.create_model("semask_swin_test_m2f", num_classes=4).eval()
-    x = torch.randn(1, 3, 64, 96)
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    x = normalize_image(image)
     with torch.no_grad():
         scores = model.predict_logits(x)
         flipped = model.predict_logits(x.flip(-1)).flip(-1)
     torch.testing.assert_close(predict_probs(model, x, InferenceCfg()), scores)
     torch.testing.assert_close(predict_probs(model, x, InferenceCfg(flip=True)), (scores + flipped) / 2)
-    two = predict_probs(model, x, InferenceCfg(tta_scales=[(96, 64), (192, 128)]))  # 1x and 2x passes
+    two = predict_probs(model, image, InferenceCfg(tta_scales=[(96, 64), (192, 128)]))  # 1x and 2x passes
     assert two.shape == scores.shape and not torch.allclose(two, scores)
 
 

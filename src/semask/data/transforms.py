@@ -145,6 +145,71 @@ def shortest_edge_size(height: int, width: int, short_edge: int, max_size: int) 
     return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
 
 
+PIPELINES = ("mmseg", "detectron2")
+"""Test-time resize conventions: mmseg 0.11 (SeMask-FPN) and detectron2 (Mask2Former / MaskFormer / FaPN)."""
+
+
+def resize_pil_bilinear(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """detectron2 ``ResizeTransform.apply_image`` on uint8: ``PIL.Image.resize`` with ``BILINEAR`` (which, unlike
+    OpenCV, widens its filter to average every source pixel when shrinking).
+
+    Args:
+        img: (H, W, 3) uint8.
+        size: output (h, w).
+
+    Returns:
+        (h, w, 3) uint8.
+    """
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def inference_size(height: int, width: int, bound: tuple[int, int], pipeline: str) -> tuple[int, int]:
+    """Size of an image after the test-time keep-ratio resize to ``bound``.
+
+    Args:
+        height, width: input size in pixels.
+        bound: (long, short) edge bound in pixels (either order).
+        pipeline: ``mmseg``: mmcv ``imrescale`` (:func:`rescale_size`); ``detectron2``:
+            ``ResizeShortestEdge(short, max_size=long)`` (:func:`shortest_edge_size`).
+
+    Returns:
+        (h, w) in pixels.
+
+    Raises:
+        ValueError: unknown ``pipeline``.
+    """
+    if pipeline == "mmseg":
+        return rescale_size(height, width, bound)
+    if pipeline == "detectron2":
+        return shortest_edge_size(height, width, min(bound), max(bound))
+    raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+
+
+def inference_resize(image: np.ndarray, size: tuple[int, int], pipeline: str) -> np.ndarray:
+    """The test-time bilinear resize of the raw image, before normalisation: ``mmseg``: mmseg 0.11 ``Resize``
+    (mmcv ``imresize``, cv2 ``INTER_LINEAR``, :func:`resize_bilinear`); ``detectron2``: ``ResizeTransform`` (PIL,
+    :func:`resize_pil_bilinear`).
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        size: output (h, w), e.g. from :func:`inference_size`.
+        pipeline: ``mmseg`` or ``detectron2``.
+
+    Returns:
+        (h, w, 3) uint8; ``image`` itself when the size does not change.
+
+    Raises:
+        ValueError: unknown ``pipeline``.
+    """
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+    if image.shape[:2] == tuple(size):
+        return image
+    return (resize_bilinear if pipeline == "mmseg" else resize_pil_bilinear)(image, size)
+
+
 # ------------------------------------------------------------------------------------------ crop and flip
 def _crop_window(
     shape: tuple[int, ...], crop_size: tuple[int, int], rng: np.random.Generator

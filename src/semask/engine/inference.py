@@ -1,10 +1,13 @@
 """Whole and slide inference, ms+flip TTA, and the in-memory :class:`Predictor` (SPEC A3 'Test pipeline').
 
-Official source: mmseg 0.11 ``EncoderDecoder.whole_inference`` / ``slide_inference`` / ``aug_test``.
+Official sources: FPN models follow mmseg 0.11 (``MultiScaleFlipAug`` / ``Resize`` on the uint8 image, then
+``EncoderDecoder.whole_inference`` / ``slide_inference`` / ``inference(rescale=True)`` / ``simple_test`` /
+``aug_test``: logits resized to the original size, then the softmax); mask-classification models follow
+detectron2 (``ResizeShortestEdge`` with PIL on the uint8 image, ``sem_seg_postprocess``,
+``SemanticSegmentorWithTTA`` over ``DatasetMapperTTA``).
 """
 
 import contextlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semask.data.transforms import normalize, rescale_size
+from semask.data.transforms import inference_resize, inference_size, normalize
+from semask.errors import ConfigError
 from semask.hardware import resolve_amp
 from semask.layers.impl import get_impl
 
@@ -38,11 +42,15 @@ def slide_logits(
     """Sliding-window logits (mmseg ``slide_inference``): overlapping crops, logits averaged.
 
     Args:
-        img: (B, 3, H, W) normalised; crop, stride: (h, w) in pixels.
+        img: (B, 3, H, W) normalised; crop, stride: (h, w) in pixels, stride <= crop.
 
     Returns:
         (B, K, H, W) float32 logits.
+
+    Raises:
+        ConfigError: a non-positive crop or stride, or a stride larger than the crop (pixels left uncovered).
     """
+    _check_window(crop, stride)
     b, _, h, w = img.shape
     (ch, cw), (sh, sw) = crop, stride
     rows = max(h - ch + sh - 1, 0) // sh + 1
@@ -63,17 +71,24 @@ def slide_logits(
 
 @dataclass
 class InferenceCfg:
-    """How to turn a normalised image into class probabilities.
+    """How to turn an image into class probabilities.
 
     Attributes:
         mode: ``whole`` or ``slide``.
-        crop, stride: slide window and step (h, w) in pixels.
-        scale: keep-ratio test scale (long, short) or None to infer at the original size.
+        crop, stride: slide window and step (h, w) in pixels; positive, stride <= crop in each dimension (as in
+            mmseg ``slide_inference``, which asserts that the windows cover every pixel).
+        scale: keep-ratio test scale (long, short) or None to infer at the original size. FPN models: mmcv
+            ``imrescale`` to that bound; mask-classification models: detectron2 ``ResizeShortestEdge(short,
+            max_size=long)``.
         tta_ratios: scale ratios for ms TTA (``(1.0,)`` = single scale).
         tta_scales: explicit keep-ratio (long, short) bounds of the TTA passes, replacing ``scale`` x ratios
             (detectron2 ``TEST.AUG``: short sides ``MIN_SIZES`` with long side at most ``MAX_SIZE``).
         flip: add horizontally flipped passes.
         amp: ``none`` | ``bf16`` | ``fp16``.
+
+    Raises:
+        ConfigError: an unknown mode, a non-positive crop or stride, or a stride larger than the crop (also
+            checked again when inference starts, after any change of the fields).
     """
 
     mode: str = "whole"
@@ -85,54 +100,117 @@ class InferenceCfg:
     flip: bool = False
     amp: str = "none"
 
+    def __post_init__(self) -> None:
+        self.validate()
 
-def _pass_sizes(h: int, w: int, cfg: InferenceCfg) -> list[tuple[int, int]]:
-    """(h, w) of each TTA scale: explicit bounds, ``scale`` x ratio (mmseg ``MultiScaleFlipAug``), or input x ratio."""
-    if cfg.tta_scales is not None:
-        return [rescale_size(h, w, bound) for bound in cfg.tta_scales]
-    if cfg.scale is not None:
-        return [rescale_size(h, w, (int(cfg.scale[0] * r), int(cfg.scale[1] * r))) for r in cfg.tta_ratios]
-    return [(max(1, math.floor(h * r + 0.5)), max(1, math.floor(w * r + 0.5))) for r in cfg.tta_ratios]
+    def validate(self) -> None:
+        """Raise ConfigError unless ``mode`` is whole/slide and the slide window and step are valid."""
+        if self.mode not in ("whole", "slide"):
+            raise ConfigError(f"inference mode must be 'whole' or 'slide', got {self.mode!r}")
+        _check_window(self.crop, self.stride)
+
+
+def _check_window(crop: tuple[int, int], stride: tuple[int, int]) -> None:
+    if len(crop) != 2 or len(stride) != 2 or min(*crop, *stride) <= 0:
+        raise ConfigError(
+            f"slide crop {tuple(crop)} and stride {tuple(stride)} must be two positive sizes (h, w)"
+        )
+    if stride[0] > crop[0] or stride[1] > crop[1]:
+        raise ConfigError(
+            f"slide stride {tuple(stride)} is larger than the crop {tuple(crop)}: the windows would leave pixels "
+            "uncovered (mmseg slide_inference asserts full coverage); use a stride <= crop"
+        )
+
+
+def pipeline_of(model: nn.Module) -> str:
+    """The official test pipeline a model follows: ``detectron2`` for the mask-classification models (their
+    ``scores_not_logits``: Mask2Former / MaskFormer / FaPN, evaluated by detectron2), else ``mmseg`` (FPN)."""
+    return "detectron2" if getattr(model, "scores_not_logits", False) else "mmseg"
+
+
+def _pass_sizes(
+    model: nn.Module, h: int, w: int, cfg: InferenceCfg
+) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """(h, w) of the test-resized image and of every TTA pass, for an (h, w) input, in the official test pipeline of
+    the model's family (:func:`pipeline_of`):
+
+    - ``mmseg`` (mmseg 0.11 ``MultiScaleFlipAug`` + ``Resize(keep_ratio=True)``): each pass resizes the image to
+      the bound ``scale`` x ratio (with ``scale=None``: (h, w) x ratio) or ``tta_scales[i]`` (mmcv ``imrescale``).
+    - ``detectron2``: the test mapper's ``ResizeShortestEdge`` to ``scale``, then each pass resizes that image
+      again to its bound, as ``DatasetMapperTTA`` does with the test-resized image.
+    """
+    pipeline = pipeline_of(model)
+    base = (h, w) if pipeline == "mmseg" or cfg.scale is None else inference_size(h, w, cfg.scale, pipeline)
+    scale = cfg.scale or (h, w)
+    bounds = cfg.tta_scales or [(int(scale[0] * r), int(scale[1] * r)) for r in cfg.tta_ratios]
+    return base, [inference_size(*base, bound, pipeline) for bound in bounds]
+
+
+def _pass_inputs(
+    model: nn.Module, images: torch.Tensor | np.ndarray, cfg: InferenceCfg
+) -> tuple[list[torch.Tensor], tuple[int, int]]:
+    """Normalised (B, 3, h_i, w_i) input of every TTA pass (before flipping) and the output size (H, W).
+
+    A uint8 image is resized as :func:`_pass_sizes` says (cv2 bilinear for ``mmseg``, PIL bilinear for
+    ``detectron2``; :func:`semask.data.transforms.inference_resize`), then normalised. A normalised tensor is
+    used as it is.
+
+    Raises:
+        ValueError: a tensor input whose passes would resize it.
+    """
+    h, w = images.shape[-2:] if isinstance(images, torch.Tensor) else images.shape[:2]
+    base, sizes = _pass_sizes(model, h, w, cfg)
+    if isinstance(images, torch.Tensor):
+        if {base, *sizes} != {(h, w)}:
+            raise ValueError(
+                f"these passes resize the image (to {sorted(set(sizes))}), which the official pipelines do on the "
+                "uint8 image before normalising: give the (H, W, 3) uint8 image instead of a normalised tensor"
+            )
+        return [images] * len(sizes), (h, w)
+    pipeline, device = pipeline_of(model), next(model.parameters()).device
+    base_image = inference_resize(images, base, pipeline)
+    return [normalize_image(inference_resize(base_image, size, pipeline), device) for size in sizes], (h, w)
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, img: torch.Tensor, cfg: InferenceCfg) -> torch.Tensor:
-    """Class probabilities at the input size, averaged over the TTA passes (mmseg ``aug_test``; detectron2
-    ``SemanticSegmentorWithTTA`` for mask-classification models).
+def predict_probs(model: nn.Module, images: torch.Tensor | np.ndarray, cfg: InferenceCfg) -> torch.Tensor:
+    """Class probabilities at the input size, averaged over the TTA passes.
 
-    Each pass resizes the image (keep ratio, bilinear), infers whole or slide, takes the softmax (models whose
-    ``scores_not_logits`` is True, i.e. Mask2Former/MaskFormer, give their class scores as they are), un-flips,
-    and resizes back to (H, W); the maps are averaged.
+    FPN models reproduce mmseg 0.11 ``EncoderDecoder.aug_test``: each pass (see :func:`_pass_inputs`) infers whole
+    or slide at its size, resizes the *logits* to (H, W) (bilinear, ``inference(rescale=True)``), takes the
+    softmax and un-flips. Mask-classification models (``scores_not_logits``) reproduce detectron2
+    ``SemanticSegmentorWithTTA``: their class scores are resized to (H, W) (``sem_seg_postprocess``) and un-flipped,
+    without a softmax. The maps are averaged.
 
     Args:
-        img: (B, 3, H, W) normalised images.
+        images: (H, W, 3) uint8 RGB image (the official pipelines resize it before normalising), or (B, 3, H, W)
+            normalised images when no pass resizes them.
 
     Returns:
-        (B, K, H, W) float32 probabilities (scores for mask-classification models).
+        (B, K, H, W) float32 probabilities (scores for mask-classification models); B = 1 for an image.
+
+    Raises:
+        ConfigError: invalid ``cfg`` (:meth:`InferenceCfg.validate`).
+        ValueError: a tensor input that a pass would resize.
     """
-    h, w = img.shape[-2:]
-    total, passes = None, 0
-    for size in _pass_sizes(h, w, cfg):
-        x = img if size == (h, w) else F.interpolate(img, size=size, mode="bilinear", align_corners=False)
+    cfg.validate()
+    passes, size = _pass_inputs(model, images, cfg)
+    total = None
+    for x in passes:
         for flip in (False, True) if cfg.flip else (False,):
             xi = x.flip(-1) if flip else x
-            with autocast(img.device, cfg.amp):
+            with autocast(x.device, cfg.amp):
                 if cfg.mode == "slide":
-                    logits = slide_logits(model, xi, cfg.crop, cfg.stride)
+                    out = slide_logits(model, xi, cfg.crop, cfg.stride)
                 else:
-                    logits = model.predict_logits(xi)
-            probs = (
-                logits.float()
-                if getattr(model, "scores_not_logits", False)
-                else logits.float().softmax(dim=1)
-            )
-            if flip:
-                probs = probs.flip(-1)
-            if probs.shape[-2:] != (h, w):
-                probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+                    out = model.predict_logits(xi)
+            out = out.float()
+            if out.shape[-2:] != size:
+                out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+            probs = out if getattr(model, "scores_not_logits", False) else out.softmax(dim=1)
+            probs = probs.flip(-1) if flip else probs
             total = probs if total is None else total + probs
-            passes += 1
-    return total / passes
+    return total / (len(passes) * (2 if cfg.flip else 1))
 
 
 def upsampled_argmax(
@@ -168,26 +246,32 @@ def upsampled_argmax(
 
 
 @torch.no_grad()
-def predict_labels(model: nn.Module, img: torch.Tensor, cfg: InferenceCfg) -> torch.Tensor:
-    """Class map at the input size: the argmax over classes of :func:`predict_probs` (mmseg ``simple_test``).
+def predict_labels(model: nn.Module, images: torch.Tensor | np.ndarray, cfg: InferenceCfg) -> torch.Tensor:
+    """Class map at the input size: the argmax over classes of :func:`predict_probs` (mmseg ``simple_test`` /
+    ``aug_test``; detectron2 ``SemSegEvaluator.process`` takes the argmax of ``sem_seg``).
 
-    With the ``fast`` implementation, a single whole-image pass (no flip, no rescale) of a model with
-    ``decode_logits`` (the FPN models) takes the argmax of the resized logits chunk by chunk
+    With the ``fast`` implementation, a single whole-image pass at the input size (no flip, no rescale) of a
+    model with ``decode_logits`` (the FPN models) takes the argmax of the resized logits chunk by chunk
     (:func:`upsampled_argmax`); the (B, K, H, W) logits and probabilities are never built. The softmax does not
     change the argmax.
 
     Args:
-        img: (B, 3, H, W) normalised images.
+        images: as :func:`predict_probs`.
 
     Returns:
-        (B, H, W) int64 class indices.
+        (B, H, W) int64 class indices; B = 1 for an image.
+
+    Raises:
+        ConfigError, ValueError: as :func:`predict_probs`.
     """
-    h, w = img.shape[-2:]
-    single_pass = cfg.mode == "whole" and not cfg.flip and _pass_sizes(h, w, cfg) == [(h, w)]
+    h, w = images.shape[-2:] if isinstance(images, torch.Tensor) else images.shape[:2]
+    single_pass = cfg.mode == "whole" and not cfg.flip and _pass_sizes(model, h, w, cfg) == ((h, w), [(h, w)])
     if single_pass and get_impl() == "fast" and hasattr(model, "decode_logits"):
-        with autocast(img.device, cfg.amp):
-            return upsampled_argmax(model.decode_logits(img), (h, w))
-    return predict_probs(model, img, cfg).argmax(1)
+        cfg.validate()
+        (x,), _ = _pass_inputs(model, images, cfg)
+        with autocast(x.device, cfg.amp):
+            return upsampled_argmax(model.decode_logits(x), (h, w))
+    return predict_probs(model, images, cfg).argmax(1)
 
 
 def normalize_image(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -221,10 +305,10 @@ class Predictor:
             image: (H, W, 3) uint8 RGB array, or an image path (EXIF orientation applied).
 
         Returns:
-            (H, W) int64 class indices at the original size.
+            (H, W) int64 class indices at the original size (test-time resizes on the uint8 image, as the
+            official pipelines do).
         """
-        x = normalize_image(self._load(image), self.device)
-        return predict_labels(self.model, x, self.cfg)[0].cpu().numpy()
+        return predict_labels(self.model, self._load(image), self.cfg)[0].cpu().numpy()
 
     @torch.no_grad()
     def predict_priors(self, image) -> list[np.ndarray]:

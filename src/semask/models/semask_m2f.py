@@ -256,9 +256,10 @@ class SeMaskM2F(nn.Module):
         return semantic_inference(out.pred_logits, out.pred_masks, out.image_size)
 
 
-# tiny test models: small widths, few queries and layers (GroupNorm(32) needs widths divisible by 32)
+# tiny test models: small widths, few queries and layers. conv_dim 64: the GroupNorm(32) layers need 2 channels per
+# group to normalise the 1x1 stride-32 map of inputs up to 32x32 pixels (1x1 included)
 _TEST_HEAD = dict(
-    conv_dim=32,
+    conv_dim=64,
     mask_dim=32,
     hidden_dim=32,
     num_queries=8,
