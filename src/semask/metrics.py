@@ -1,9 +1,14 @@
-"""Segmentation metrics with mmseg ``CustomDataset.evaluate`` semantics (SPEC A5): aAcc, mIoU, mAcc.
+"""Segmentation metrics (SPEC A5): aAcc, mIoU, mAcc, with the semantics of either official evaluator.
 
 Per class k, over all pixels whose label is not ``ignore_index``: intersection I_k (pred = label = k), prediction
 area P_k, label area L_k and union U_k = P_k + L_k - I_k. Then aAcc = sum(I) / sum(L), IoU_k = I_k / U_k,
-Acc_k = I_k / L_k, and mIoU / mAcc are their NaN-skipping means: a class never labelled gets Acc NaN, and
-IoU NaN if it is also never predicted; both are then left out of the means.
+Acc_k = I_k / L_k, and mIoU / mAcc are their NaN-skipping means; a class never labelled gets Acc NaN. The two
+``METRICS`` differ only for a class never labelled in the whole set:
+
+- ``mmseg`` (mmseg 0.11 ``mean_iou`` via ``CustomDataset.evaluate``, the SeMask-FPN numbers): its IoU is
+  0 / P_k, i.e. 0 when it is predicted somewhere (pulling mIoU down), NaN only when it is never predicted either.
+- ``detectron2`` (detectron2 ``SemSegEvaluator.evaluate``, the Mask2Former / MaskFormer / FaPN numbers): its IoU
+  is NaN (``iou_valid = pos_gt > 0 & union > 0``), so it is left out of mIoU whatever was predicted.
 """
 
 import math
@@ -12,6 +17,8 @@ import torch
 import torch.distributed as dist
 
 _AREAS = ("intersect", "union", "pred", "label")
+METRICS = ("mmseg", "detectron2")
+"""Metric semantics: the official evaluator reproduced (see the module docstring)."""
 
 
 class SegMetrics:
@@ -20,13 +27,20 @@ class SegMetrics:
     Args:
         num_classes: K.
         ignore_index: label value whose pixels are skipped.
+        metric: ``mmseg`` or ``detectron2`` (see :data:`METRICS` and the module docstring).
+
+    Raises:
+        ValueError: ``num_classes`` not positive, or an unknown ``metric``.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = 255, metric: str = "mmseg") -> None:
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.metric = metric
         self.areas = torch.zeros(len(_AREAS), num_classes, dtype=torch.float64)  # rows: _AREAS
 
     def reset(self) -> None:
@@ -70,15 +84,18 @@ class SegMetrics:
         dist.all_reduce(areas, op=dist.ReduceOp.SUM)
         self.areas = areas.cpu()
 
-    def compute(self) -> dict[str, float | list[float]]:
-        """The metrics, in percent.
+    def compute(self) -> dict[str, float | list[float] | str]:
+        """The metrics, in percent, with the semantics of ``self.metric``.
 
         Returns:
             ``aAcc``, ``mIoU``, ``mAcc``: floats in 0..100 (NaN when nothing was counted); ``IoU``, ``Acc``:
-            K per-class values in 0..100, NaN where undefined (see the module docstring).
+            K per-class values in 0..100, NaN where undefined (see the module docstring); ``metric``: the
+            semantics used.
         """
         intersect, union, _, label_area = self.areas
         iou = intersect / union  # 0 / 0 -> NaN
+        if self.metric == "detectron2":
+            iou = torch.where(label_area > 0, iou, torch.nan)
         acc = intersect / label_area
         return {
             "aAcc": 100 * (intersect.sum() / label_area.sum()).item(),
@@ -86,7 +103,14 @@ class SegMetrics:
             "mAcc": 100 * torch.nanmean(acc).item(),
             "IoU": (100 * iou).tolist(),
             "Acc": (100 * acc).tolist(),
+            "metric": self.metric,
         }
+
+
+_METRIC_NOTES = {
+    "mmseg": "mmseg (a class never labelled but predicted has IoU 0)",
+    "detectron2": "detectron2 (a class never labelled has IoU nan and is left out of mIoU)",
+}
 
 
 def _fmt(value: float) -> str:
@@ -101,7 +125,8 @@ def format_table(results: dict, class_names: tuple[str, ...] | list[str]) -> str
         class_names: K names.
 
     Returns:
-        Multi-line text: one ``Class | IoU | Acc`` row per class, then ``aAcc | mIoU | mAcc``.
+        Multi-line text: one ``Class | IoU | Acc`` row per class, then the metric semantics (``Metric: ...``)
+        and the ``Summary: aAcc ... mIoU ... mAcc ...`` line.
 
     Raises:
         ValueError: ``class_names`` and the results have different lengths.
@@ -113,4 +138,4 @@ def format_table(results: dict, class_names: tuple[str, ...] | list[str]) -> str
     for name, iou, acc in zip(class_names, results["IoU"], results["Acc"], strict=True):
         lines.append(f"{name:<{width}} | {_fmt(iou):>6} | {_fmt(acc):>6}")
     summary = "  ".join(f"{key}: {_fmt(results[key])}" for key in ("aAcc", "mIoU", "mAcc"))
-    return "\n".join([*lines, "", f"Summary: {summary}"])
+    return "\n".join([*lines, "", f"Metric: {_METRIC_NOTES[results['metric']]}", f"Summary: {summary}"])

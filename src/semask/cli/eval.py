@@ -27,6 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["error", "ignore"],
         help="label values that are not classes: fail naming the file, or ignore them (default: the run's)",
     )
+    p.add_argument(
+        "--metric",
+        choices=["mmseg", "detectron2"],
+        help="metric semantics of the official evaluator (default: the run's; for converted weights the model "
+        "family's: mmseg for FPN, detectron2 for mask models)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=run)
 
@@ -39,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from semask.engine.checkpoint import load_trained_model
     from semask.engine.distributed import init_distributed, is_main
     from semask.engine.evaluate import evaluate
+    from semask.engine.inference import pipeline_of
     from semask.engine.train import inference_cfg
     from semask.errors import ConfigError
     from semask.metrics import format_table
@@ -73,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         )
     with torch.inference_mode():
         progress = sys.stderr.isatty()  # a bar on a terminal only: logs and pipes get just results and errors
-        results = evaluate(model.to(device), data, model.num_classes, infer, device, progress)
+        metric = args.metric or (cfg.eval.metric if "experiment" in info else pipeline_of(model))
+        results = evaluate(model.to(device), data, model.num_classes, infer, device, progress, metric)
     if is_main():
         if args.json:
             clean = json.loads(json.dumps(results), parse_constant=lambda _: None)  # NaN -> null

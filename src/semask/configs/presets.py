@@ -123,7 +123,9 @@ def _d2_ade20k(arch: str) -> ExperimentCfg:
         ),
         optim=recipe["optim"],
         train=TrainCfg(max_iters=160000, **recipe["train"]),
-        eval=EvalCfg(crop=(640, 640), tta_scales=tuple((4480, s) for s in range(320, 1121, 160))),
+        eval=EvalCfg(
+            crop=(640, 640), tta_scales=tuple((4480, s) for s in range(320, 1121, 160)), metric="detectron2"
+        ),
     )
 
 
@@ -143,7 +145,9 @@ def _d2_cityscapes(arch: str) -> ExperimentCfg:
         ),
         optim=recipe["optim"],
         train=TrainCfg(max_iters=90000, **recipe["train"]),
-        eval=EvalCfg(crop=(512, 1024), tta_scales=tuple((4096, s) for s in range(512, 1793, 256))),
+        eval=EvalCfg(
+            crop=(512, 1024), tta_scales=tuple((4096, s) for s in range(512, 1793, 256)), metric="detectron2"
+        ),
     )
 
 

@@ -105,6 +105,10 @@ class EvalCfg:
 
     TTA scales are ``data.test_scale`` x ``tta_ratios`` (mmseg ``aug_test``), or the explicit (long, short) bounds
     ``tta_scales`` (detectron2 ``TEST.AUG``: shortest-edge sizes with a fixed max size).
+
+    ``metric``: the official evaluator whose semantics the scores follow (:mod:`semask.metrics`): ``mmseg``
+    (SeMask-FPN presets) or ``detectron2`` (``SemSegEvaluator``: Mask2Former / MaskFormer / FaPN presets), which
+    differ in the IoU of a class absent from every label map.
     """
 
     mode: str = "whole"
@@ -113,6 +117,7 @@ class EvalCfg:
     tta_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     tta_scales: tuple[tuple[int, int], ...] | None = None
     batch_size: int = 1
+    metric: str = "mmseg"
 
 
 @dataclass
