@@ -1,4 +1,5 @@
-"""semask's own weight files: ``NAME.safetensors`` plus a sibling ``NAME.json`` holding the model config.
+"""semask's own weight files: ``NAME.safetensors`` plus a sibling ``NAME.json`` holding the model config, and
+:func:`load_model`, the one loader for every kind of semask model file (also run checkpoints and run folders).
 
 The JSON is ``{"format": "semask", "config": cfg.to_dict(), "semask_version": ...}`` with the network's config
 (:class:`~semask.models.segmenter.SeMaskFPNConfig` or :class:`~semask.models.semask_m2f.SeMaskM2FConfig`); loading is
@@ -18,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from semask.engine.checkpoint import load_weights, read_checkpoint
+from semask.engine.checkpoint import load_trained_model, load_weights, read_checkpoint, run_checkpoint
 from semask.errors import CheckpointError, ConfigError
 from semask.models import network_from_config
 from semask.models.segmenter import ConfigDict
@@ -94,30 +95,51 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", sha256: str | None = None) -> nn.Module:
-    """Rebuild a model saved by :func:`save_model` (or ``semask convert``), strictly, in eval mode.
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", sha256: str | None = None, with_info: bool = False
+) -> nn.Module | tuple[nn.Module, dict]:
+    """Load any semask model file, strictly (every key, every shape), in eval mode: the one public loader.
 
     Args:
-        path: the ``.safetensors`` file (its ``.json`` must sit beside it).
+        path: a ``.safetensors`` file written by :func:`save_model` or ``semask convert`` (its ``.json`` config
+            beside it); a training checkpoint ``.pt`` (a run's ``best.pt`` or ``last.pt``, which carry the
+            config, class names and palette); or a run folder (its ``best.pt``, else ``last.pt``).
         device: where the model goes.
-        sha256: if given, the expected hex SHA-256 of the ``.safetensors`` file, checked before reading it.
+        sha256: if given, the expected hex SHA-256 of the file read, checked before reading it.
+        with_info: also return the info dict: ``classes`` (names), ``palette`` ((r, g, b) per class) and
+            ``experiment`` (the run's config dict) of a training checkpoint; ``{}`` for ``.safetensors``.
+
+    Returns:
+        The model, or ``(model, info)`` with ``with_info``.
 
     Raises:
-        CheckpointError: missing/invalid config, unreadable weights, SHA-256 mismatch (naming both digests), or
-            keys/shapes that do not fit the config (each one line, naming the file).
+        CheckpointError: one line naming the file: missing/invalid config, unreadable weights, SHA-256 mismatch
+            (naming both digests), keys/shapes that do not fit the config, or a file that is not weights (a
+            run's ``config.json`` or a model ``.json``: the message says what to pass instead; a folder that
+            is not a run folder).
     """
-    path = Path(path)
+    path = run_checkpoint(Path(path))
+    if sha256 is not None and path.is_file() and (actual := file_sha256(path)) != sha256.lower():
+        raise CheckpointError(f"{path}: SHA-256 is {actual}, expected {sha256} (corrupt or different file)")
+    if path.suffix == ".safetensors":
+        model, info = _load_safetensors(path), {}
+    else:
+        model, info = load_trained_model(path)
+    model = model.to(device).eval()
+    return (model, info) if with_info else model
+
+
+def _load_safetensors(path: Path) -> nn.Module:
+    """The network of ``path`` (``.safetensors``) built from its sibling ``.json`` config."""
     cfg = read_config(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weight file")
-    if sha256 is not None and (actual := file_sha256(path)) != sha256.lower():
-        raise CheckpointError(f"{path}: SHA-256 is {actual}, expected {sha256} (corrupt or different file)")
     try:
         model = network_from_config(cfg)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{_json_path(path)}: not a valid semask model config: {e}") from e
     load_weights(model, read_checkpoint(path), f"{path} (config {_json_path(path).name})")
-    return model.to(device).eval()
+    return model
 
 
 # ------------------------------------------------------------------------------------- registered weights

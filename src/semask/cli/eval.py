@@ -41,17 +41,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from semask.configs import ExperimentCfg
-    from semask.data.datasets import build_dataset
-    from semask.engine.checkpoint import load_trained_model
     from semask.engine.distributed import init_distributed, is_main
     from semask.engine.evaluate import evaluate
     from semask.engine.inference import pipeline_of
     from semask.engine.train import inference_cfg
     from semask.errors import ConfigError
     from semask.metrics import format_table
+    from semask.pretrained import load_model
 
     _, _, device = init_distributed()
-    model, info = load_trained_model(args.model)
+    model, info = load_model(args.model, with_info=True)
     if args.compile:
         from semask.compile import compile_model
 
@@ -70,9 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if args.tta == "ms-flip" and not args.ratios and cfg.eval.tta_scales is not None:
             infer.tta_scales = cfg.eval.tta_scales  # detectron2 presets: shortest-edge sizes, fixed max size
     unknown_label = args.unknown_label or cfg.data.unknown_label
-    data = build_dataset(
-        dataset, args.data_root, args.split or cfg.data.val_split, unknown_label=unknown_label
-    )
+    data = _dataset(dataset, args.data_root, args.split or cfg.data.val_split, unknown_label)
     if data.meta.num_classes != model.num_classes:
         raise ConfigError(
             f"{args.model} predicts {model.num_classes} classes but the {dataset} dataset in {args.data_root} "
@@ -89,3 +86,33 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(format_table(results, data.meta.classes))
     return 0
+
+
+SPLITS = ("train", "val", "test")
+
+
+def _dataset(name: str, root: str, split: str, unknown_label: str):
+    """``build_dataset``; when ``split`` cannot be read but other splits can, the error lists them and suggests
+    ``--split``.
+
+    Raises:
+        DataError, ConfigError: as :func:`semask.data.datasets.build_dataset`.
+    """
+    from semask.data.datasets import build_dataset
+    from semask.errors import DataError, SemaskError
+
+    try:
+        return build_dataset(name, root, split, unknown_label=unknown_label)
+    except DataError as err:
+        found = []
+        for other in (s for s in SPLITS if s != split):
+            try:
+                build_dataset(name, root, other)
+                found.append(other)
+            except SemaskError:
+                pass
+        if not found:
+            raise
+        raise DataError(
+            f"{err}; {root} has the {name} split(s) {', '.join(found)}: evaluate one with --split {found[-1]}"
+        ) from None

@@ -10,6 +10,7 @@ Training-checkpoint format (a dict saved with ``torch.save``): ``model`` (state 
 """
 
 import errno
+import json
 import os
 import pickle
 import tempfile
@@ -92,18 +93,50 @@ def _numpy_safe_globals() -> list:
     return out
 
 
+def _weight_files_hint(folder: Path) -> str:
+    """``" (it holds a.pth, b.pth: pass one of them)"`` for a folder passed where a file was expected."""
+    names = sorted(f.name for f in folder.iterdir() if f.suffix in (".pth", ".pt", ".safetensors", ".pkl"))
+    if not names:
+        return " (it holds no .pth, .pt or .safetensors file)"
+    return f" (it holds {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}: pass one of them)"
+
+
+def _json_file_kind(path: Path) -> str | None:
+    """What a JSON text file passed as weights is, and what to pass instead; None for any other file."""
+    with open(path, "rb") as f:
+        if not f.read(64).lstrip().startswith(b"{"):
+            return None
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if isinstance(data, dict) and data.get("format") == "semask":
+        weights = path.with_suffix(".safetensors")
+        return f"is the model config written beside {weights.name}, not weights; pass {weights}"
+    if isinstance(data, dict) and {"model", "data", "train"} <= data.keys():
+        run = path.parent
+        return f"is a run's config file, not weights; pass the run folder {run} or {run / 'best.pt'}"
+    return "is a JSON text file, not weights (semask reads .safetensors files and .pt/.pth torch checkpoints)"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a ``.safetensors`` file, or a ``torch.save`` file with ``weights_only=True`` (never unsafe pickle).
 
     numpy arrays/scalars in an mmcv ``meta`` dict are allowed through an explicit allow-list.
 
     Raises:
-        CheckpointError: missing, truncated or corrupt file, or a pickle holding other non-tensor objects
-            (the message names them and says how to re-save such a trusted file).
+        CheckpointError: missing, truncated or corrupt file, a directory (the message lists the weight files
+            inside), a JSON file (the message says what it is: a run's config or a model config, and what to
+            pass instead), or a pickle holding other non-tensor objects (the message names them and says how to
+            re-save such a trusted file).
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file{_weight_files_hint(path)}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if (what := _json_file_kind(path)) is not None:
+        raise CheckpointError(f"{path}: {what}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -123,9 +156,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             unsafe = [u for u in torch.serialization.get_unsafe_globals_in_checkpoint(path) if u not in names]
         except Exception:
             unsafe = []
-        if not unsafe:
+        if not unsafe:  # torch's own message advises weights_only=False: unsafe, and no help for a bad file
             raise CheckpointError(
-                f"{path}: not a readable torch checkpoint (truncated or corrupt?): {_one_line(e)}"
+                f"{path}: not a readable torch checkpoint (truncated or corrupt, or not a torch file)"
             ) from e
         raise CheckpointError(
             f"{path}: the checkpoint pickles non-tensor objects {unsafe} that semask will not unpickle "
@@ -148,7 +181,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise CheckpointError(
-            f"{path}: not a semask training checkpoint (expected keys 'model', 'model_config')"
+            f"{path}: not a semask training checkpoint (expected keys 'model', 'model_config'); "
+            "an official release is read with `semask convert` first"
         )
     return ckpt
 
@@ -185,6 +219,22 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     model.load_state_dict(state_dict)
 
 
+def run_checkpoint(path: Path) -> Path:
+    """The file to load for ``path``: a run folder's ``best.pt``, else its ``last.pt``; any other path as given.
+
+    Raises:
+        CheckpointError: a folder that holds neither.
+    """
+    if not path.is_dir():
+        return path
+    found = [p for p in (path / "best.pt", path / "last.pt") if p.is_file()]
+    if not found:
+        raise CheckpointError(
+            f"{path}: a folder without best.pt or last.pt (not a run folder){_weight_files_hint(path)}"
+        )
+    return found[0]
+
+
 def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A network ready for eval/predict from a run directory, a training checkpoint or converted weights.
 
@@ -200,12 +250,7 @@ def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any
     """
     from semask.models import network_from_config
 
-    path = Path(path)
-    if path.is_dir():
-        found = [p for p in (path / "best.pt", path / "last.pt") if p.is_file()]
-        if not found:
-            raise CheckpointError(f"{path}: run folder holds neither best.pt nor last.pt")
-        path = found[0]
+    path = run_checkpoint(Path(path))
     if path.suffix == ".safetensors":
         from semask.pretrained import load_model
 
