@@ -166,7 +166,7 @@ def test_predict_reads_every_image_mode(tmp_path, model_file, capsys):
     exif = Image.Exif()
     exif[0x0112] = 6  # displayed rotated by 90 degrees: the image is 40 high and 30 wide
     save(inputs / "rotated.jpg", noise(30, 40), exif=exif)
-    code, out, err = run_cli(capsys, "predict", model_file, inputs, "--out", tmp_path / "out")
+    code, out, err = run_cli(capsys, "predict", model_file, inputs, "--out", tmp_path / "out", "--no-legend")
     assert (code, err) == (0, "")
     for name in ("gray", "sixteen", "rgba", "bilevel", "palette", "cmyk"):
         assert Image.open(tmp_path / "out" / f"{name}.png").size == (40, 30), name
@@ -213,7 +213,7 @@ def test_the_semask_process_prints_one_line_and_debug_shows_the_traceback(tmp_pa
     (tmp_path / "empty.png").write_bytes(b"")
     command = [sys.executable, "-m", "semask", "predict", str(model_file), str(tmp_path / "empty.png")]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*command, "--out", str(tmp_path)], env=env, capture_output=True, text=True)
+    proc = subprocess.run([*command, "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True)
     assert proc.stderr == f"error: {tmp_path / 'empty.png'}: empty file (0 bytes)\n" and proc.returncode == 1
     (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04" + bytes(100))
     code, _, err = run_cli(capsys, "eval", tmp_path / "cut.pt", "--data-root", SAMPLE)
