@@ -24,6 +24,7 @@ from tqdm import tqdm
 from semask.configs.schema import ExperimentCfg, TrainCfg
 from semask.data.datasets import build_dataset
 from semask.data.transforms import TrainTransform
+from semask.engine import report
 from semask.engine.checkpoint import load_checkpoint, load_weights, remove_stale_temp_files, save_atomic
 from semask.engine.distributed import barrier, init_distributed, is_main
 from semask.engine.evaluate import evaluate
@@ -191,7 +192,10 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> dict:
-    """Train ``cfg`` into ``out_dir`` (config.json, last.pt, best.pt, metrics.jsonl, tb/).
+    """Train ``cfg`` into ``out_dir`` (config.json, last.pt, best.pt, metrics.jsonl, tb/, curves.png).
+
+    The main process prints a header (data, model, device, precision and why, ...) first and, at the end, the
+    best mIoU and the next commands (:mod:`semask.engine.report`).
 
     ``last.pt`` is written atomically every ``train.ckpt_interval`` iterations, at the end, on SIGINT/SIGTERM,
     and (single process) when a bad file or a non-finite loss stops the run, so no finished iteration is lost.
@@ -266,6 +270,7 @@ def train(
         torch.manual_seed(t.seed + 1 + rank)  # dropout / drop-path streams differ per rank
     if is_main():
         cfg.dump(out / "config.json")  # only now: a refused resume leaves the run's config as it was
+        print(report.header(cfg, train_set, val_set, model, device, world, out, start), flush=True)
 
     stream = SampleStream(train_set, _train_transform(cfg), t.seed, local_batch, rank, world)
     loader = DataLoader(
@@ -382,6 +387,8 @@ def train(
             writer.close()
         if log is not None:
             log.close()
+    if is_main():
+        report.finish(cfg, out, done, val_set)
     return metrics
 
 
