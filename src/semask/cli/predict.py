@@ -13,7 +13,7 @@ DESCRIPTION = """Segment images and write, per input image, into --out:
   NAME.png          the label map: a palette PNG whose pixel values are class indices, coloured with the
                     dataset palette
   NAME_overlay.jpg  the image with the label map blended on, and a legend of the classes present
-                    (name, colour, area %%)
+                    (name, colour, area %)
   NAME_priors.png   with --priors: the four per-stage semantic-prior maps, titled, with a class key
 NAME is the input's file name without its extension (photo.jpg -> photo.png), or with the extension kept as
 _EXT when several inputs share that name (photo.jpg, photo.png -> photo_jpg.png, photo_png.png). Inputs with
