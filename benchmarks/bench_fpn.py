@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 import semask
+from semask import hardware
 from semask.benchmark import (
     OUTPUTS,
     Step,
@@ -56,6 +57,7 @@ VARIANTS = {
 }
 TRAIN_VARIANTS = {
     "reference fp32": ("reference", "none", False),
+    "fast fp32": ("fast", "none", False),
     "fast bf16": ("fast", "bf16", False),
     "fast bf16 compiled": ("fast", "bf16", True),
 }
@@ -64,8 +66,10 @@ TRAIN_TARGET = 0.80
 
 
 def selected(variants: dict, args: argparse.Namespace) -> dict:
-    """The variants to run: without ``--compile`` the compiled ones are left out (each compiles for minutes)."""
-    return {n: v for n, v in variants.items() if args.compile or not v[2]}
+    """The variants to run: without ``--compile`` the compiled ones are left out (each compiles for minutes), and
+    the bf16 ones where the CPU has no native bf16 (they would run fp32: :mod:`semask.hardware`)."""
+    bf16 = hardware.native_bf16()
+    return {n: v for n, v in variants.items() if (args.compile or not v[2]) and (bf16 or v[1] != "bf16")}
 
 
 def variant_model(model: torch.nn.Module, compiled: bool, train: bool) -> torch.nn.Module:
@@ -258,15 +262,21 @@ def main() -> None:
     s = 8 if args.quick else 1  # sizes are divided by s
     if args.quick:
         args.reps, args.warmup = 2, 1
-    print(f"{arch}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.reps} rounds")
+    cpu = hardware.cpu_capability()
+    print(
+        f"{arch}, torch {torch.__version__}, CPU {cpu}, {torch.get_num_threads()} threads, {args.reps} rounds"
+    )
+    if not hardware.native_bf16():
+        print("  no native bf16 on this CPU: bf16 variants left out")
     s512, s768 = (512 // s, 512 // s), (768 // s, 768 // s)
-    results = {}
+    results: dict = {"setup": {"cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads()}}
     for num_classes, size in ((150, s512), (19, s768)):
         for output, rows in inference_tables(arch, num_classes, size, args).items():
             results[f"inference {label(size)} K={num_classes} {output}"] = rows
     results[f"training step batch 2 {label(s512)} K=150"] = train_table(arch, s512, 2, args)
     for title, rows in results.items():
-        print_rows(title, rows)
+        if title != "setup":
+            print_rows(title, rows)
     print(
         f"  targets: fast fp32 <= {TARGETS['fast fp32']}, fast bf16 <= {TARGETS['fast bf16']} (inference); "
         f"training fast bf16 <= {TRAIN_TARGET}"
@@ -274,7 +284,7 @@ def main() -> None:
     sizes = [(512 // s, 1024 // s), (1024 // s, 2048 // s), (2048 // s, 4096 // s)]  # (H, W)
     results["memory"] = memory_table(arch, sizes)
     print_memory(results["memory"], sizes)
-    if args.checkpoint and args.data_root:
+    if args.checkpoint and args.data_root and hardware.native_bf16():
         results["camvid bf16 vs fp32"] = agree = camvid_agreement(
             args.checkpoint, args.data_root, 2 if args.quick else None
         )

@@ -119,6 +119,7 @@ def test_fast_matches_reference(monkeypatch, train, fused):
     assert not bad
 
 
+@pytest.mark.cpu_paths
 @pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
 def test_fast_inference_matches_reference(grad_mode):
     """Inference: oneDNN linear and conv with the BatchNorm folded, channels-last decoder, no prior decoder; same
@@ -187,6 +188,7 @@ def test_predict_labels(monkeypatch):
     assert labels.shape == (2, 61, 83) and (labels != ref).float().mean() <= 1e-3
 
 
+@pytest.mark.cpu_paths
 @pytest.mark.parametrize("fused", [False, True], ids=["cpu-rule", "sdpa"])
 def test_bf16_autocast_is_close(monkeypatch, fused):
     """bf16 autocast runs and stays near fp32, with the CPU kernel rule and with SDPA forced in bf16."""
@@ -246,7 +248,9 @@ def test_benchmark_script_quick(tmp_path):
     results = json.loads(out.read_text())
     for output in ("labels", "logits"):
         rows = {r["variant"]: r for r in results[f"inference 64x64 K=150 {output}"]}
-        assert rows["reference fp32"]["ratio"] == 1.0 and rows["fast bf16"]["median_s"] > 0
+        assert rows["reference fp32"]["ratio"] == 1.0 and rows["fast fp32"]["median_s"] > 0
+        assert ("fast bf16" in rows) == hardware.native_bf16()  # bf16 rows only where bf16 is native
+    assert results["setup"]["cpu"] == hardware.cpu_capability()
     assert {(r["impl"], r["output"]) for r in results["memory"]} == {
         (i, o) for i in ("fast", "reference") for o in ("labels", "logits")
     }

@@ -9,6 +9,8 @@ call per input size compiles (minutes on a 2-core CPU; cached on disk by inducto
 import torch
 from torch import nn
 
+from semask.hardware import check_compiler
+
 
 def compile_model(model: nn.Module, freeze: bool = False, dynamic: bool | None = None) -> nn.Module:
     """Compile ``model.forward`` and ``model.predict_logits`` in place with ``torch.compile`` (inductor).
@@ -22,7 +24,12 @@ def compile_model(model: nn.Module, freeze: bool = False, dynamic: bool | None =
 
     Returns:
         ``model`` itself (its methods replaced by compiled wrappers; its ``state_dict`` is unchanged).
+
+    Raises:
+        ConfigError: no C++ compiler for inductor's CPU kernels (:func:`semask.hardware.check_compiler`).
     """
+    if next(model.parameters()).device.type == "cpu":
+        check_compiler()
     options = {"freezing": True} if freeze else None
     model.forward = torch.compile(model.forward, dynamic=dynamic, options=options)
     model.predict_logits = torch.compile(model.predict_logits, dynamic=dynamic, options=options)

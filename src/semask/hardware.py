@@ -44,6 +44,10 @@ _mode = os.environ.get("SEMASK_CPU", "auto").strip().lower() or "auto"
 _warned: set[tuple[str, str]] = set()
 
 
+class HardwareWarning(RuntimeWarning):
+    """A setting this machine cannot honour and what runs instead (the CLI prints it as one ``note:`` line)."""
+
+
 def get_cpu_mode() -> str:
     """The CPU decision in force: ``"auto"``, ``"avx2"`` or ``"plain"`` (see the module docstring)."""
     if _mode not in CPU_MODES:
@@ -172,7 +176,7 @@ def amp_decision(amp: str, device: torch.device | str) -> tuple[str, str]:
 
 
 def resolve_amp(amp: str, device: torch.device | str) -> str:
-    """:func:`amp_decision`'s setting; a fallback is announced once per process (``RuntimeWarning``).
+    """:func:`amp_decision`'s setting; a fallback is announced once per process (:class:`HardwareWarning`).
 
     Raises:
         ConfigError: as :func:`amp_decision`.
@@ -180,7 +184,7 @@ def resolve_amp(amp: str, device: torch.device | str) -> str:
     used, why = amp_decision(amp, device)
     if used != amp and amp != "auto" and (amp, str(device)) not in _warned:
         _warned.add((amp, str(device)))
-        warnings.warn(why, RuntimeWarning, stacklevel=2)
+        warnings.warn(why, HardwareWarning, stacklevel=2)
     return used
 
 

@@ -3,6 +3,7 @@
 import argparse
 import importlib
 import sys
+import warnings
 
 from semask.errors import SemaskError
 
@@ -29,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores showwarning on exit
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except (SemaskError, OSError) as e:
         if args.debug:
             raise
@@ -40,6 +43,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         return 130
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Hardware fallbacks (e.g. bf16 -> fp32 on a CPU without native bf16) as one ``note:`` line."""
+    from semask.hardware import HardwareWarning
+
+    if issubclass(category, HardwareWarning):
+        print(f"note: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 if __name__ == "__main__":

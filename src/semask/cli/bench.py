@@ -44,13 +44,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from semask import benchmark
+    from semask import benchmark, hardware
     from semask.engine.checkpoint import resolve_model
     from semask.errors import ConfigError
 
     if args.iters < 1 or args.warmup < 0 or args.batch < 1:
         raise ConfigError("--iters and --batch must be >= 1 and --warmup >= 0")
-    device = torch.device(args.device)
+    device = hardware.check_device(args.device)
+    amp = hardware.resolve_amp(args.amp, device)
     torch.manual_seed(0)
     model = resolve_model(args.model, args.num_classes).to(device)
     if args.compile:
@@ -63,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
     # growth measured below is (mostly) the tensors of the steps; 64x64 is enough (the mask models' GroupNorm
     # needs a 2x2 stride-32 map), except for a compiled model, which would otherwise compile twice
     prime = images[:1] if args.compile else images[:1, :, :64, :64]
-    benchmark.inference_step(model, prime, args.impl, args.amp, args.output)()
+    benchmark.inference_step(model, prime, args.impl, amp, args.output)()
     if args.train:
         labels = torch.randint(0, model.num_classes, (args.batch, h, w), device=device)
-        step = benchmark.train_step(model, images, labels, args.impl, args.amp)
+        step = benchmark.train_step(model, images, labels, args.impl, amp)
     else:
-        step = benchmark.inference_step(model, images, args.impl, args.amp, args.output)
+        step = benchmark.inference_step(model, images, args.impl, amp, args.output)
     benchmark.reset_peak_rss()
     rss_before = benchmark.current_rss_mb()
     if device.type == "cuda":
@@ -79,16 +80,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         peak = max(0.0, benchmark.peak_rss_mb() - rss_before)
     result = benchmark.summarize(times, args.batch, peak)
-    setup = {"model": args.model, "size": [h, w], "batch": args.batch, "impl": args.impl, "amp": args.amp}
+    setup = {"model": args.model, "size": [h, w], "batch": args.batch, "impl": args.impl, "amp": amp}
     setup |= {"compile": args.compile, "output": None if args.train else args.output}
     setup |= {"train": args.train, "device": str(device), "threads": torch.get_num_threads()}
+    setup |= {"cpu": hardware.cpu_capability(), "amp_requested": args.amp}
     if args.json:
         print(json.dumps(setup | result))
     else:
         what = "training step" if args.train else f"inference ({args.output})"
         print(
-            f"{args.model} {what} {args.batch}x3x{h}x{w}  impl={args.impl} amp={args.amp} "
-            f"compile={args.compile} on {device}"
+            f"{args.model} {what} {args.batch}x3x{h}x{w}  impl={args.impl} amp={amp} "
+            f"compile={args.compile} on {device} (CPU {setup['cpu']})"
         )
         print(
             f"median {result['median_s'] * 1e3:.1f} ms  min {result['min_s'] * 1e3:.1f} ms  "

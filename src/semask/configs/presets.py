@@ -158,7 +158,7 @@ def _camvid_cpu(arch: str) -> ExperimentCfg:
         model=ModelCfg(arch=arch, num_classes=11, drop_path_rate=0.0, decoder_channels=128),
         data=DataCfg(
             dataset="camvid",
-            crop_size=(288, 384),
+            crop_size=(256, 320),  # fp32 on a 2-core AVX2 CPU: 1.6 s/iteration, 2000 in 54 min
             scale=(480, 360),
             test_scale=None,
             ratios=None,
