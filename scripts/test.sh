@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up (CPU torch first, then the package with its dev extras) and run ruff + the default test suite.
+# Set up (CPU torch first, then the package with its dev extras) and run ruff + the default test suite, then the
+# host-dependent tests (marker cpu_paths) again with PyTorch forced to behave as on a CPU without AVX-512 and
+# native bf16 (ATen, oneDNN and MKL limited to AVX2), so both CPU paths are proven on whichever machine runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q torch==2.13.0
@@ -7,3 +9,5 @@ python3 -m pip install -q -e ".[dev]"
 ruff format --check .
 ruff check .
 python3 -m pytest -q -p no:cacheprovider "$@"
+ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+    python3 -m pytest -q -p no:cacheprovider -m cpu_paths
