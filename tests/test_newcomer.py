@@ -155,9 +155,9 @@ def test_overlay_legend_lists_the_classes_present_with_their_area():
     label[0, 0] = 9  # one Pedestrian pixel
     rows = class_rows(label, CAMVID.palette, CAMVID.classes)
     assert rows == [
-        (CAMVID.palette[0], "Sky 74.9%"),
-        (CAMVID.palette[3], "Road 25.0%"),
-        (CAMVID.palette[9], "Pedestrian 0.1%"),
+        (CAMVID.palette[0], "Sky (74.9%)"),
+        (CAMVID.palette[3], "Road (25.0%)"),
+        (CAMVID.palette[9], "Pedestrian (0.1%)"),
     ]
     image = np.full((20, 40, 3), 128, np.uint8)
     picture = np.asarray(overlay(image, label, CAMVID.palette, 0.5, CAMVID.classes))

@@ -53,12 +53,12 @@ def legend_panel(rows: Sequence[tuple[Colour, str]], height: int = 0) -> Image.I
 def class_rows(
     label: np.ndarray, palette: Sequence[Colour], names: Sequence[str], area: bool = True
 ) -> list[tuple[Colour, str]]:
-    """Legend rows of the classes present in ``label`` (H, W), largest first: ``(colour, "name 12.3%")``
+    """Legend rows of the classes present in ``label`` (H, W), largest first: ``(colour, "name (12.3%)")``
     (the share of the pixels), or ``(colour, "name")`` without ``area``."""
     counts = np.bincount(label.ravel(), minlength=len(names))[: len(names)]
     order = [int(k) for k in np.argsort(-counts, kind="stable") if counts[k] > 0]
     return [
-        (palette[k], f"{names[k]} {100 * counts[k] / label.size:.1f}%" if area else names[k]) for k in order
+        (palette[k], f"{names[k]} ({100 * counts[k] / label.size:.1f}%)" if area else names[k]) for k in order
     ]
 
 
