@@ -60,3 +60,13 @@ def test_overrides_are_type_checked():
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ConfigError):
         ExperimentCfg.from_dict({"train": {"max_itrs": 3}})
+
+
+def test_choice_fields_are_checked():
+    """``train.amp`` and ``eval.metric`` accept only their listed values (one error naming the key and choices)."""
+    cfg = load_config("semask_swin_nano_fpn_camvid-demo", ["eval.metric=detectron2", "train.amp=auto"])
+    assert (cfg.eval.metric, cfg.train.amp) == ("detectron2", "auto")
+    with pytest.raises(ConfigError, match="eval.metric: 'foo' is not one of 'mmseg', 'detectron2'"):
+        load_config("semask_swin_nano_fpn_camvid-demo", ["eval.metric=foo"])
+    with pytest.raises(ConfigError, match="train.amp: 'fp8' is not one of"):
+        load_config("semask_swin_nano_fpn_camvid-demo", ["train.amp=fp8"])

@@ -7,7 +7,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from semask.errors import ConfigError
 
@@ -88,7 +88,7 @@ class TrainCfg:
     warmup_ratio: float = 1e-6
     power: float = 1.0
     min_lr: float = 0.0
-    amp: str = "none"  # none | auto | bf16 | fp16 (semask.hardware.amp_decision)
+    amp: Literal["none", "auto", "bf16", "fp16"] = "none"  # semask.hardware.amp_decision
     cate_weight: float = 0.4
     ohem_min_kept: int | None = None
     class_weight: tuple[float, ...] | None = None
@@ -117,7 +117,7 @@ class EvalCfg:
     tta_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     tta_scales: tuple[tuple[int, int], ...] | None = None
     batch_size: int = 1
-    metric: str = "mmseg"
+    metric: Literal["mmseg", "detectron2"] = "mmseg"
 
 
 @dataclass
@@ -151,6 +151,10 @@ class ExperimentCfg:
 def _check(value: Any, tp: Any, key: str) -> Any:
     """Coerce ``value`` to the annotated type ``tp`` or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return None

@@ -355,7 +355,13 @@ def train(
                 _log(writer, log, done, scalars | {"time_s": time.time() - t0})
             if done % t.eval_interval == 0 or done == t.max_iters:
                 metrics = evaluate(
-                    model, val_set, cfg.model.num_classes, inference_cfg(cfg), device, progress
+                    model,
+                    val_set,
+                    cfg.model.num_classes,
+                    inference_cfg(cfg),
+                    device,
+                    progress,
+                    cfg.eval.metric,
                 )
                 _log(writer, log, done, {k: metrics[k] for k in ("aAcc", "mIoU", "mAcc")})
                 if best is None or metrics["mIoU"] > best:
