@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semask.backbones.swin import BackboneOutput
+from semask.backbones.swin import BackboneOutput, init_transformer_weights
 from semask.layers.drop_path import DropPath
 from semask.layers.onednn import Linear
 from semask.layers.semantic_attention import SemanticLayer, SemanticMode
@@ -265,16 +265,11 @@ class SeMaskMiT(nn.Module):
 
 
 def _init_weights(m: nn.Module) -> None:
-    """Official MiT init: Linear trunc_normal(0.02) with bias 0; LayerNorm 1/0; Conv2d normal(0, sqrt(2/fan_out))
-    with fan_out = k*k*C_out/groups, bias 0. Lambda (gamma) stays 0."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Conv2d):
+    """Official MiT init: Linear trunc_normal(0.02) with bias 0 and LayerNorm 1/0 (as Swin's
+    :func:`~semask.backbones.swin.init_transformer_weights`); Conv2d normal(0, sqrt(2/fan_out)) with
+    fan_out = k*k*C_out/groups, bias 0. Lambda (gamma) stays 0."""
+    init_transformer_weights(m)
+    if isinstance(m, nn.Conv2d):
         fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
         nn.init.normal_(m.weight, std=(2.0 / fan_out) ** 0.5)
         if m.bias is not None:

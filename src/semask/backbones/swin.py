@@ -373,7 +373,7 @@ class SeMaskSwin(nn.Module):
             )
         for i, dim in enumerate(self.channels):
             self.add_module(f"norm{i}", nn.LayerNorm(dim))
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     def forward(self, x: torch.Tensor) -> BackboneOutput:
         """Args:
@@ -397,7 +397,7 @@ class SeMaskSwin(nn.Module):
         return BackboneOutput(features, priors if priors[0] is not None else None)
 
 
-def _init_weights(m: nn.Module) -> None:
+def init_transformer_weights(m: nn.Module) -> None:
     """FPN-path init (SPEC A2): every Linear trunc_normal(0.02) with bias 0, LayerNorm 1/0; gamma stays 0."""
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from semask.decoders.semantic_fpn import resize_to
-from semask.layers.onednn import Linear, fused_conv_bn_relu
+from semask.decoders.semantic_fpn import ConvBNReLU, resize_to
+from semask.layers.onednn import Linear
 
 
 class MLP(nn.Module):
@@ -24,23 +24,6 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, h, w) -> (B, E, h, w) (channels-last memory)."""
         return self.proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class ConvModule1x1(nn.Module):
-    """mmcv ``ConvModule`` as ``linear_fuse``: Conv 1x1 (no bias) -> BatchNorm2d (eps 1e-5) -> ReLU, with mmcv's
-    kaiming(fan_out) conv init."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.activate = nn.ReLU(inplace=True)
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, h, w) -> (B, C_out, h, w); one fused kernel where :func:`fused_conv_bn_relu` applies."""
-        y = fused_conv_bn_relu(x, self.conv, self.bn)
-        return self.activate(self.bn(self.conv(x))) if y is None else y
 
 
 class SegFormerHead(nn.Module):
@@ -66,7 +49,7 @@ class SegFormerHead(nn.Module):
             raise ValueError(f"in_channels needs 4 entries (one per stage), got {in_channels!r}")
         for i, c in enumerate(in_channels, start=1):
             self.add_module(f"linear_c{i}", MLP(c, embed_dim))
-        self.linear_fuse = ConvModule1x1(4 * embed_dim, embed_dim)
+        self.linear_fuse = ConvBNReLU(4 * embed_dim, embed_dim, kernel_size=1)
         self.dropout = nn.Dropout2d(dropout)
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
 

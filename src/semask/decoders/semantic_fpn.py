@@ -17,11 +17,12 @@ from semask.layers.onednn import fused_conv_bn_relu
 
 
 class ConvBNReLU(nn.Module):
-    """mmcv ``ConvModule``: Conv 3x3 (no bias) -> BatchNorm2d -> ReLU, with kaiming(fan_out) conv init."""
+    """mmcv ``ConvModule``: Conv k x k (no bias, 'same' padding) -> BatchNorm2d -> ReLU, with kaiming(fan_out)
+    conv init (k = 3 in the FPN scale heads, 1 in SegFormer's ``linear_fuse``)."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.activate = nn.ReLU(inplace=True)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
