@@ -31,6 +31,7 @@ import functools
 import os
 import platform
 import shutil
+import typing
 import warnings
 from collections.abc import Iterator
 
@@ -39,7 +40,9 @@ import torch
 from semask.errors import ConfigError
 
 CPU_MODES = ("auto", "avx2", "plain")
-AMPS = ("none", "auto", "bf16", "fp16")
+Amp = typing.Literal["none", "auto", "bf16", "fp16"]
+"""Requested autocast setting (:func:`amp_decision`)."""
+AMPS: tuple[str, ...] = typing.get_args(Amp)
 _mode = os.environ.get("SEMASK_CPU", "auto").strip().lower() or "auto"
 _warned: set[tuple[str, str]] = set()
 
@@ -84,7 +87,7 @@ def cpu_mode(mode: str) -> Iterator[None]:
 
 def cpu_capability() -> str:
     """PyTorch's CPU kernel level (``torch.backends.cpu.get_cpu_capability()``: e.g. ``AVX512``, ``AVX2``,
-    ``DEFAULT``; honours ``ATEN_CPU_CAPABILITY``), with ``+amx``/``+bf16`` when bf16 is native, plus the forced
+    ``DEFAULT``; honours ``ATEN_CPU_CAPABILITY``), with ``+bf16`` when bf16 is native, plus the forced
     mode when not ``auto``: the string every benchmark figure is recorded with."""
     cap = torch.backends.cpu.get_cpu_capability()
     if _hw_native_bf16():

@@ -12,13 +12,15 @@ Acc_k = I_k / L_k, and mIoU / mAcc are their NaN-skipping means; a class never l
 """
 
 import math
+import typing
 
 import torch
 import torch.distributed as dist
 
 _AREAS = ("intersect", "union", "pred", "label")
-METRICS = ("mmseg", "detectron2")
+Metric = typing.Literal["mmseg", "detectron2"]
 """Metric semantics: the official evaluator reproduced (see the module docstring)."""
+METRICS: tuple[str, ...] = typing.get_args(Metric)
 
 
 class SegMetrics:

@@ -11,6 +11,7 @@ be reset.
 import argparse
 import json
 
+from semask.hardware import AMPS
 from semask.layers.impl import IMPLS
 
 
@@ -21,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--size", type=int, nargs=2, metavar=("H", "W"), required=True, help="input size in pixels"
     )
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--amp", choices=["none", "auto", "bf16", "fp16"], default="none", help="autocast dtype")
+    p.add_argument("--amp", choices=AMPS, default="none", help="autocast dtype")
     p.add_argument("--impl", choices=IMPLS, default="fast", help="attention implementation")
     p.add_argument(
         "--output",

@@ -4,6 +4,9 @@ import argparse
 import json
 import sys
 
+from semask.hardware import AMPS
+from semask.metrics import METRICS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a run folder / checkpoint: aAcc, mIoU, mAcc, per-class table")
@@ -18,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--tta", choices=["none", "ms-flip", "flip"], default="none", help="test-time augmentation"
     )
     p.add_argument("--ratios", type=float, nargs="+", help="ms TTA ratios (default 0.5 .. 1.75)")
-    p.add_argument("--amp", choices=["none", "auto", "bf16", "fp16"], default="none")
+    p.add_argument("--amp", choices=AMPS, default="none")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model first (minutes; then faster)"
     )
@@ -29,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--metric",
-        choices=["mmseg", "detectron2"],
+        choices=METRICS,
         help="metric semantics of the official evaluator (default: the run's; for converted weights the model "
         "family's: mmseg for FPN, detectron2 for mask models)",
     )

@@ -7,6 +7,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from semask.hardware import AMPS
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 DESCRIPTION = """Segment images and write, per input image, into --out:
@@ -42,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["whole", "slide"], default="whole")
     p.add_argument("--crop", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
     p.add_argument("--stride", type=int, nargs=2, default=(341, 341), metavar=("H", "W"))
-    p.add_argument("--amp", choices=["none", "auto", "bf16", "fp16"], default="none")
+    p.add_argument("--amp", choices=AMPS, default="none")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model first (minutes; then faster)"
     )

@@ -7,9 +7,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from semask.errors import ConfigError
+from semask.hardware import Amp
+from semask.metrics import Metric
 
 
 @dataclass
@@ -88,7 +90,7 @@ class TrainCfg:
     warmup_ratio: float = 1e-6
     power: float = 1.0
     min_lr: float = 0.0
-    amp: Literal["none", "auto", "bf16", "fp16"] = "none"  # semask.hardware.amp_decision
+    amp: Amp = "none"  # semask.hardware.amp_decision
     cate_weight: float = 0.4
     ohem_min_kept: int | None = None
     class_weight: tuple[float, ...] | None = None
@@ -117,7 +119,7 @@ class EvalCfg:
     tta_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     tta_scales: tuple[tuple[int, int], ...] | None = None
     batch_size: int = 1
-    metric: Literal["mmseg", "detectron2"] = "mmseg"
+    metric: Metric = "mmseg"
 
 
 @dataclass

@@ -84,7 +84,7 @@ class InferenceCfg:
         tta_scales: explicit keep-ratio (long, short) bounds of the TTA passes, replacing ``scale`` x ratios
             (detectron2 ``TEST.AUG``: short sides ``MIN_SIZES`` with long side at most ``MAX_SIZE``).
         flip: add horizontally flipped passes.
-        amp: ``none`` | ``bf16`` | ``fp16``.
+        amp: ``none`` | ``auto`` | ``bf16`` | ``fp16`` (:func:`semask.hardware.amp_decision`).
 
     Raises:
         ConfigError: an unknown mode, a non-positive crop or stride, or a stride larger than the crop (also
