@@ -8,23 +8,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from semask.data.cv2_ops import (
+    hsv_to_rgb,
+    pad_to,
+    photometric_distortion,
+    resize_bilinear,
+    resize_nearest,
+    rgb_to_hsv,
+)
 from semask.data.transforms import (
     MEAN,
     STD,
     TestTransform,
     TrainTransform,
     crop_is_varied,
-    hsv_to_rgb,
     normalize,
-    pad_to,
-    photometric_distortion,
     random_crop,
     random_flip,
     rescale_size,
-    resize_bilinear,
     resize_keep_ratio,
-    resize_nearest,
-    rgb_to_hsv,
     sample_rng,
 )
 
