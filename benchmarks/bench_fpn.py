@@ -36,7 +36,7 @@ import torch
 
 import semask
 from semask import hardware
-from semask.benchmark import (
+from semask.tools.benchmark import (
     OUTPUTS,
     Step,
     bench_subprocess,
@@ -45,7 +45,7 @@ from semask.benchmark import (
     time_round_robin,
     train_step,
 )
-from semask.compile import compile_model
+from semask.tools.compile import compile_model
 
 # name -> (attention impl, autocast, torch.compile)
 VARIANTS = {
@@ -83,7 +83,7 @@ def onnxruntime_steps(model: torch.nn.Module, images: torch.Tensor, folder: Path
     try:
         import onnxruntime as ort
 
-        from semask.export import export_onnx
+        from semask.tools.export import export_onnx
     except ImportError:
         return {}
     path = export_onnx(model, folder / "model.onnx", size=tuple(images.shape[-2:]))
@@ -188,13 +188,11 @@ def camvid_agreement(checkpoint: str, data_root: str, limit: int | None) -> dict
     """Percentage of val pixels whose argmax is identical between fast bf16 and fast fp32 (run's eval settings)."""
     from semask.configs import ExperimentCfg
     from semask.data.datasets import build_dataset
-    from semask.engine.checkpoint import load_trained_model
     from semask.engine.inference import normalize_image, predict_labels
-    from semask.engine.train import inference_cfg
 
-    model, info = load_trained_model(checkpoint)
-    cfg = ExperimentCfg.from_dict(info["experiment"]) if "experiment" in info else ExperimentCfg()
-    infer = inference_cfg(cfg, amp="none")
+    model, info = semask.load(checkpoint, with_info=True)
+    cfg = ExperimentCfg.from_dict(info["experiment"]) if info.get("experiment") else ExperimentCfg()
+    infer = replace(cfg.eval.single_scale(), amp="none")
     data = build_dataset("camvid", data_root, "val")
     count = len(data) if limit is None else min(limit, len(data))
     same = total = 0

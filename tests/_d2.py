@@ -20,11 +20,16 @@ import torch
 from safetensors import safe_open
 
 import semask
-from semask.backbones.swin import relative_position_index
-from semask.decoders.mask2former import ReplayPoints, build_targets, decode_priors, semantic_inference
-from semask.models.semask_m2f import MaskSegOutput, SeMaskM2F, SeMaskM2FConfig
+from semask.decoders.maskformer.common import MaskSegOutput
+from semask.decoders.maskformer.head import semantic_inference
+from semask.decoders.priors import D2PriorDecoder
+from semask.layers.window_attention import relative_position_index
+from semask.losses.base import LossSettings
+from semask.losses.criterion import build_targets
+from semask.losses.points import ReplayPoints
+from semask.models import ModelConfig, Segmenter, build_model
 
-Converter = Callable[[dict], tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]]
+Converter = Callable[[dict], tuple[ModelConfig, dict[str, torch.Tensor]]]
 LAYOUT = {"SWSeMaskBlock": "window", "SeMaskBlock": "global"}
 PREFIX = "state_dict."
 ULP, CAP = 2.0**-23, 2e-3
@@ -45,7 +50,7 @@ def bilinear_corners(y: float, x: float, h: int, w: int) -> list[tuple[int, int,
 
 def load_fixture(
     fixture_path, name: str, convert: Converter
-) -> tuple[dict, dict[str, torch.Tensor], SeMaskM2F]:
+) -> tuple[dict, dict[str, torch.Tensor], Segmenter]:
     """Fixture metadata, tensors and the converted model (official state dict, fp16 -> fp32, strict load)."""
     meta = json.loads(fixture_path("semask_d2", f"{name}.json").read_text())
     with safe_open(fixture_path("semask_d2", f"{name}.safetensors"), "pt") as f:
@@ -58,14 +63,14 @@ def load_fixture(
     cfg, converted = convert({"model": sd})  # layout and sem window: per-project rules
     assert cfg.semantic_attention == tuple(LAYOUT[t] for t in meta["semantic_layer_types"])
     assert cfg.sem_window_size == meta["semantic_layer_window_sizes"][0]
-    model = SeMaskM2F(cfg)
+    model = build_model(cfg)
     model.load_state_dict(converted, strict=True)
     assert sum(p.numel() for p in model.parameters()) == meta["n_params"]
     return meta, tensors, model.eval()
 
 
 @torch.no_grad()
-def run_case(model: SeMaskM2F, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], MaskSegOutput]:
+def run_case(model: Segmenter, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], MaskSegOutput]:
     """Every tensor the fixture README names (without ``case{i}.``), and the output the losses take. FaPN: the
     inputs and output of every ``align_k.dcpack_L2`` (DCN) are recorded with forward hooks."""
     res: dict[str, torch.Tensor] = {}
@@ -84,11 +89,11 @@ def run_case(model: SeMaskM2F, x: torch.Tensor) -> tuple[dict[str, torch.Tensor]
     ]
     try:
         feats = model.backbone(model.pad(x))
-        pix, pred = model.sem_seg_head(feats.features)
+        pix, pred = model.sem_seg_head.run(feats.features)
     finally:
         for h in hooks:
             h.remove()
-    prior = decode_priors(feats.semantic_maps)
+    prior = D2PriorDecoder()(feats.semantic_maps)
     res |= {f"backbone.res{s + 2}": f for s, f in enumerate(feats.features)}
     res |= {f"backbone.sem_res{s + 2}": m for s, m in enumerate(feats.semantic_maps)}
     res |= {"pixel_decoder.mask_features": pix.mask_features, "pixel_decoder.fpn_res2": pix.fpn_res2}
@@ -106,9 +111,7 @@ def run_case(model: SeMaskM2F, x: torch.Tensor) -> tuple[dict[str, torch.Tensor]
         "sem_head.pred": prior,
         "semseg": semantic_inference(pred.pred_logits, pred.pred_masks, x.shape[-2:]),
     }
-    out = MaskSegOutput(
-        pred.pred_logits, pred.pred_masks, pred.aux_outputs, pred.attn_masks, prior, x.shape[-2:]
-    )
+    out = MaskSegOutput(pred.pred_logits, pred.pred_masks, pred.aux_outputs, pred.attn_masks, prior)
     return res, out
 
 
@@ -148,7 +151,7 @@ def replay_points(tensors: dict[str, torch.Tensor], case: int) -> ReplayPoints:
 
 @torch.no_grad()
 def losses_and_indices(
-    model: SeMaskM2F, out: MaskSegOutput, labels: torch.Tensor, mode: dict, tensors, case: int
+    model: Segmenter, out: MaskSegOutput, labels: torch.Tensor, mode: dict, tensors, case: int
 ):
     """(unweighted, weighted, indices) of one loss capture: ``replay`` or ``official`` (seeded RNG)."""
     sampler = replay_points(tensors, case) if mode["name"] == "replay" else None
@@ -157,7 +160,7 @@ def losses_and_indices(
     unweighted, indices = model.criterion(out, out.prior_logits, labels, sampler)
     if mode["num_points"] and mode["name"] == "official":
         torch.manual_seed(mode["seed"])
-    weighted = model.losses(out, labels, sampler)  # public API, same draws
+    weighted = model.criterion.losses(out, labels, LossSettings(), sampler)  # same draws
     return unweighted, weighted, indices
 
 
@@ -165,7 +168,7 @@ def loss_modes(case: dict) -> list[dict]:
     return [{"name": k, **v} for k, v in case["loss"].items() if v is not None]
 
 
-def scaled_weights(model: SeMaskM2F, factor: float) -> dict[str, torch.Tensor]:
+def scaled_weights(model: Segmenter, factor: float) -> dict[str, torch.Tensor]:
     """Multiply every float parameter by ``factor`` in place; returns the originals."""
     saved = {k: p.detach().clone() for k, p in model.named_parameters()}
     with torch.no_grad():
@@ -174,13 +177,13 @@ def scaled_weights(model: SeMaskM2F, factor: float) -> dict[str, torch.Tensor]:
     return saved
 
 
-def restore(model: SeMaskM2F, saved: dict[str, torch.Tensor]) -> None:
+def restore(model: Segmenter, saved: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for k, p in model.named_parameters():
             p.copy_(saved[k])
 
 
-def check_indices(model: SeMaskM2F, out: MaskSegOutput, labels, ours, ref, sampler) -> list[str]:
+def check_indices(model: Segmenter, out: MaskSegOutput, labels, ours, ref, sampler) -> list[str]:
     """Layers/images whose matching differs from the reference without being an fp32 tie."""
     bad, targets = [], build_targets(labels)
     preds = [out, *out.aux_outputs]
@@ -204,7 +207,7 @@ def check_indices(model: SeMaskM2F, out: MaskSegOutput, labels, ours, ref, sampl
     return bad
 
 
-def assert_fixture_parity(meta: dict, tensors: dict[str, torch.Tensor], model: SeMaskM2F) -> dict[str, float]:
+def assert_fixture_parity(meta: dict, tensors: dict[str, torch.Tensor], model: Segmenter) -> dict[str, float]:
     """Every stored tensor, loss and matching of every case, within the criteria above.
 
     Returns:
@@ -218,7 +221,7 @@ def assert_fixture_parity(meta: dict, tensors: dict[str, torch.Tensor], model: S
         ref = case_refs(tensors, i)
         assert set(ref) <= set(ours) and len(ours) - len(ref) == (0 if "sem_head.pred" in ref else 1)
         with torch.no_grad():
-            assert torch.equal(model.predict_logits(x), ours["semseg"])  # the public inference path
+            assert torch.equal(model.predict(x), ours["semseg"])  # the public inference path
         saved = scaled_weights(model, 1 + ULP)
         perturbed, pert_out = run_case(model, x)
         pert_losses = {
@@ -277,7 +280,7 @@ def fixture_float_keys(tensors: dict[str, torch.Tensor]) -> list[str]:
 
 
 def perturbations_that_keep_parity(
-    meta: dict, tensors: dict[str, torch.Tensor], model: SeMaskM2F, keys: list[str]
+    meta: dict, tensors: dict[str, torch.Tensor], model: Segmenter, keys: list[str]
 ) -> list[str]:
     """The keys of ``keys`` whose random perturbation (one at a time) leaves every case-0 output and loss within
     1e-4 / 1e-5 of the reference; asserts first that the unperturbed model passes."""
@@ -328,12 +331,12 @@ def manifest_state_dict(entry: dict) -> dict[str, torch.Tensor]:
 
 def assert_manifest_converts(
     entry: dict, sd: dict[str, torch.Tensor], convert: Converter, arch: str
-) -> SeMaskM2FConfig:
+) -> ModelConfig:
     """``sd`` (a full-size manifest's state dict) converts, loads strictly and matches the manifest's parameter
     counts, semantic layout and head; the registered preset ``arch`` has the same parameter count."""
     cfg, converted = convert({"model": sd, "iteration": 0})
     with torch.device("meta"):
-        model = SeMaskM2F(cfg)
+        model = build_model(cfg)
     model.load_state_dict(converted, strict=True, assign=True)
     assert sum(p.numel() for p in model.parameters()) == entry["n_params"]
     for prefix, count in entry["n_params_by_top_module"].items():

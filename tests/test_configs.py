@@ -19,8 +19,8 @@ def test_every_paper_row_has_a_preset():
 def test_preset_builds_on_meta_and_round_trips(name, tmp_path):
     cfg = load_config(name)
     with torch.device("meta"):
-        model = semask.create_model(cfg.model.arch, num_classes=cfg.model.num_classes)
-    assert model.num_classes == cfg.model.num_classes
+        model = semask.create_model(cfg.model["arch"], num_classes=cfg.model["num_classes"])
+    assert model.num_classes == cfg.model["num_classes"]
     cfg.dump(tmp_path / "config.json")
     assert load_config(str(tmp_path / "config.json")) == cfg
 
@@ -40,7 +40,7 @@ def test_recipes_match_spec():
     assert (city.optim.lr, city.optim.weight_decay, city.train.warmup_ratio) == (1e-3, 0.05, 1e-6)
     assert city.data.ratio_range == (0.5, 2.0) and city.train.batch_size == 8
     coco = load_config("semask_swin_small_fpn_coco-stuff-10k-512_80k")
-    assert coco.model.num_classes == 171 and coco.data.val_split == "test"
+    assert coco.model["num_classes"] == 171 and coco.data.val_split == "test"
 
 
 def test_overrides_are_type_checked():

@@ -14,16 +14,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semask.backbones.swin import relative_position_index
 from semask.cli import main
 from semask.convert import convert_checkpoint, load_imagenet_backbone, read_checkpoint
 from semask.errors import CheckpointError, ConfigError
-from semask.models.segmenter import SeMaskFPN, SeMaskFPNConfig
-from semask.pretrained import file_sha256, load_model, save_model
+from semask.layers.window_attention import relative_position_index
+from semask.models import Segmenter, build_model
+from semask.models.zoo import SeMaskFPNConfig
+from semask.weights import file_sha256, save_model
+from semask.weights import load as load_model
 
 LAYOUT = {"SWSeMaskBlock": "window", "SeMaskBlock": "global"}
 SMALL = SeMaskFPNConfig(
-    num_classes=5, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), decoder_channels=16
+    arch="semask_swin_fpn",
+    num_classes=5,
+    embed_dim=16,
+    depths=(2, 2, 2, 2),
+    num_heads=(1, 1, 2, 2),
+    decoder_channels=16,
 )
 
 
@@ -33,9 +40,9 @@ def manifest(fixture_path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def small_model() -> SeMaskFPN:
+def small_model() -> Segmenter:
     torch.manual_seed(0)
-    model = SeMaskFPN(SMALL).eval()
+    model = build_model(SMALL).eval()
     with torch.no_grad():  # non-trivial values everywhere (gamma, BN statistics)
         for k, t in model.state_dict().items():
             if t.is_floating_point():
@@ -55,7 +62,7 @@ def synthetic_official(keys: dict[str, list[int]]) -> dict[str, torch.Tensor]:
     return sd
 
 
-def official_state_dict(model: SeMaskFPN) -> dict[str, torch.Tensor]:
+def official_state_dict(model: Segmenter) -> dict[str, torch.Tensor]:
     """The official ``state_dict()`` of the same network: ours plus the persistent index buffers."""
     index = {
         f"backbone.{k}": v for k, v in model.backbone.named_buffers() if k.endswith("relative_position_index")
@@ -63,7 +70,7 @@ def official_state_dict(model: SeMaskFPN) -> dict[str, torch.Tensor]:
     return {**model.state_dict(), **index}
 
 
-def ms_imagenet(model: SeMaskFPN) -> dict[str, torch.Tensor]:
+def ms_imagenet(model: Segmenter) -> dict[str, torch.Tensor]:
     """A Microsoft ImageNet checkpoint of the model's Swin: its blocks plus head, final norm and buffers."""
     sd = {k.removeprefix("backbone."): v for k, v in official_state_dict(model).items()}
     sd = {k: v for k, v in sd.items() if re.match(r"(patch_embed|layers\.\d\.(blocks|downsample))\.", k)}
@@ -99,7 +106,7 @@ def test_every_official_config_converts(manifest):
         assert (cfg.num_prior_classes or cfg.num_classes) == bb["num_cls"], name
         assert set(sd) == {k for k in spec["keys"] if not k.endswith("relative_position_index")}, name
         with torch.device("meta"):
-            params = sum(p.numel() for p in SeMaskFPN(cfg).parameters())
+            params = sum(p.numel() for p in build_model(cfg).parameters())
         assert params == spec["num_params"], name
 
 
@@ -153,10 +160,10 @@ def test_mmseg_unmapped_missing_and_mismatched_keys_are_all_listed(small_model):
 
 
 def test_plain_swin_checkpoint_and_explicit_layout(small_model):
-    plain = SeMaskFPN(SeMaskFPNConfig(**{**SMALL.to_dict(), "semantic_attention": None}))
+    plain = build_model(SeMaskFPNConfig(**{**SMALL.to_dict(), "semantic_attention": None}))
     cfg, sd = convert_checkpoint("semask-fpn-mmseg", official_state_dict(plain))
     assert cfg.semantic_attention is None and cfg.arch == "swin_fpn"
-    SeMaskFPN(cfg).load_state_dict(sd, strict=True)
+    build_model(cfg).load_state_dict(sd, strict=True)
     layout = ("window", "global", "window", "global")
     cfg, _ = convert_checkpoint(
         "semask-fpn-mmseg", official_state_dict(small_model), semantic_attention=layout
@@ -169,7 +176,7 @@ def test_plain_swin_checkpoint_and_explicit_layout(small_model):
 
 def test_imagenet_same_window_is_exact(small_model, tmp_path):
     torch.save(ms_imagenet(small_model), tmp_path / "swin.pth")
-    model = SeMaskFPN(SMALL)
+    model = build_model(SMALL)
     report = load_imagenet_backbone(model, tmp_path / "swin.pth")
     ref, got = small_model.state_dict(), model.state_dict()
     swin = [k for k in ref if re.match(r"backbone\.(patch_embed|layers\.\d\.(blocks|downsample))\.", k)]
@@ -183,7 +190,7 @@ def test_imagenet_same_window_is_exact(small_model, tmp_path):
 
 def test_imagenet_table_resize_to_window_12(small_model, tmp_path):
     torch.save(ms_imagenet(small_model), tmp_path / "swin.pth")
-    model = SeMaskFPN(SeMaskFPNConfig(**{**SMALL.to_dict(), "window_size": 12, "sem_window_size": 12}))
+    model = build_model(SeMaskFPNConfig(**{**SMALL.to_dict(), "window_size": 12, "sem_window_size": 12}))
     load_imagenet_backbone(model, tmp_path / "swin.pth")
     key = "backbone.layers.3.blocks.1.attn.relative_position_bias_table"
     table = small_model.state_dict()[key]  # (169, 2)
@@ -202,7 +209,7 @@ def test_imagenet_timm_layout(small_model, tmp_path):
     }
     sd = {k.replace("head.", "head.fc."): v for k, v in sd.items() if not k.endswith(("attn_mask", "index"))}
     torch.save(sd, tmp_path / "timm.pth")
-    model = SeMaskFPN(SMALL)
+    model = build_model(SMALL)
     load_imagenet_backbone(model, tmp_path / "timm.pth")
     key = "backbone.layers.2.downsample.reduction.weight"
     assert torch.equal(model.state_dict()[key], small_model.state_dict()[key])
@@ -214,13 +221,13 @@ def test_imagenet_key_errors_are_listed(small_model, tmp_path):
     del ckpt["model"]["layers.1.blocks.1.mlp.fc1.bias"]
     torch.save(ckpt, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError) as err:
-        load_imagenet_backbone(SeMaskFPN(SMALL), tmp_path / "bad.pth")
+        load_imagenet_backbone(build_model(SMALL), tmp_path / "bad.pth")
     assert "backbone.layers.0.blocks.0.attn.extra.weight" in str(err.value)
     assert "backbone.layers.1.blocks.1.mlp.fc1.bias" in str(err.value)
     wider = SeMaskFPNConfig(**{**SMALL.to_dict(), "num_heads": (2, 2, 2, 2)})
     torch.save(ms_imagenet(small_model), tmp_path / "swin.pth")
     with pytest.raises(CheckpointError, match="relative_position_bias_table: checkpoint"):
-        load_imagenet_backbone(SeMaskFPN(wider), tmp_path / "swin.pth")
+        load_imagenet_backbone(build_model(wider), tmp_path / "swin.pth")
 
 
 def test_cli_convert_imagenet_then_load(small_model, tmp_path, capsys):
@@ -241,7 +248,7 @@ def test_cli_convert_imagenet_then_load(small_model, tmp_path, capsys):
         == 0
     )
     assert "  window_size: 12\n" in capsys.readouterr().out
-    model = SeMaskFPN(SeMaskFPNConfig(**{**SMALL.to_dict(), "window_size": 12}))
+    model = build_model(SeMaskFPNConfig(**{**SMALL.to_dict(), "window_size": 12}))
     load_imagenet_backbone(model, out)
     assert model.state_dict()["backbone.layers.0.blocks.0.attn.relative_position_bias_table"].shape == (
         529,
@@ -269,16 +276,16 @@ def test_cli_convert_mmseg_round_trip(small_model, tmp_path, capsys):
 def test_save_load_round_trip_and_errors(small_model, tmp_path):
     path = save_model(small_model, tmp_path / "m.safetensors")
     meta = json.loads((tmp_path / "m.json").read_text())
-    assert meta["format"] == "semask" and meta["config"]["embed_dim"] == 16 and "semask_version" in meta
+    assert meta["format"] == "semask" and meta["model"]["embed_dim"] == 16 and "semask_version" in meta
     loaded = load_model(path, sha256=file_sha256(path))
     assert not loaded.training
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in small_model.state_dict().items())
     with pytest.raises(CheckpointError, match="SHA-256"):
         load_model(path, sha256="0" * 64)
-    (tmp_path / "m.json").write_text(json.dumps({**meta, "config": {**meta["config"], "num_classes": 7}}))
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "model": {**meta["model"], "num_classes": 7}}))
     with pytest.raises(CheckpointError, match="decode_head.conv_seg.weight"):
         load_model(path)
-    (tmp_path / "m.json").write_text(json.dumps({**meta, "config": {**meta["config"], "bogus": 1}}))
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "model": {**meta["model"], "bogus": 1}}))
     with pytest.raises(CheckpointError, match="bogus"):
         load_model(path)
     (tmp_path / "m.json").unlink()

@@ -11,10 +11,9 @@ import torch
 import semask
 from semask.configs import list_configs, load_config
 from semask.data.transforms import MEAN, STD, TrainTransform, shortest_edge_size
-from semask.engine.checkpoint import load_trained_model
 from semask.engine.inference import InferenceCfg, Predictor, normalize_image, predict_probs
 from semask.engine.optim import build_optimizer
-from semask.engine.train import build_model, train
+from semask.engine.train import experiment_model, train
 from semask.errors import ConfigError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camvid_sample"
@@ -38,7 +37,7 @@ def test_paper_rows_have_presets_with_the_official_recipe():
     )
     assert (t.max_iters, t.batch_size, t.power, t.warmup_iters, t.amp) == (160000, 16, 0.9, 0, "fp16")
     assert d.short_edges == tuple(range(320, 1281, 64)) and d.max_size == 2560 and d.crop_size == (640, 640)
-    assert d.image_pad_value == 128 and d.cat_max_ratio == 1.0 and d.test_scale == (2560, 640)
+    assert d.image_pad_value == 128 and d.cat_max_ratio == 1.0 and m2f.eval.scale == (2560, 640)
     assert m2f.eval.tta_scales == tuple((4480, s) for s in range(320, 1121, 160))
     fapn = load_config("semask_swin_large_fapn_m2f_ade20k-640_160k")
     assert (fapn.optim, fapn.train, fapn.data) == (o, t, d)
@@ -48,12 +47,14 @@ def test_paper_rows_have_presets_with_the_official_recipe():
     assert mf.data.short_edges == tuple(range(160, 1121, 160))
     city = load_config("semask_swin_large_m2f_cityscapes-512x1024_90k")
     assert (
-        city.train.max_iters == 90000 and city.data.crop_size == (512, 1024) and city.model.num_classes == 19
+        city.train.max_iters == 90000
+        and city.data.crop_size == (512, 1024)
+        and city.model["num_classes"] == 19
     )
     assert (
         city.data.short_edges[0] == 512 and city.data.short_edges[-1] == 2048 and city.data.max_size == 4096
     )
-    assert city.data.test_scale == (2048, 1024) and city.eval.tta_scales[-1] == (4096, 1792)
+    assert city.eval.scale == (2048, 1024) and city.eval.tta_scales[-1] == (4096, 1792)
 
 
 def test_d2_optimizer_rules():
@@ -116,8 +117,8 @@ def test_mask_model_scores_are_averaged_without_softmax():
     image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     x = normalize_image(image)
     with torch.no_grad():
-        scores = model.predict_logits(x)
-        flipped = model.predict_logits(x.flip(-1)).flip(-1)
+        scores = model.predict(x)
+        flipped = model.predict(x.flip(-1)).flip(-1)
     torch.testing.assert_close(predict_probs(model, x, InferenceCfg()), scores)
     torch.testing.assert_close(predict_probs(model, x, InferenceCfg(flip=True)), (scores + flipped) / 2)
     two = predict_probs(model, image, InferenceCfg(tta_scales=[(96, 64), (192, 128)]))  # 1x and 2x passes
@@ -128,11 +129,15 @@ def test_build_model_keeps_architecture_defaults_and_rejects_fpn_fields():
     cfg = load_config(
         "semask_swin_tiny_maskformer_ade20k-640_160k", ["model.arch=semask_swin_test_maskformer"]
     )
-    assert build_model(cfg).cfg.dropout == 0.1  # MaskFormer's transformer dropout, not the FPN's Dropout2d
+    assert (
+        experiment_model(cfg).cfg.dropout == 0.1
+    )  # MaskFormer's transformer dropout, not the FPN's Dropout2d
     cfg = load_config("semask_swin_tiny_m2f_ade20k-640_160k", ["model.arch=semask_swin_test_m2f"])
-    assert build_model(cfg).cfg.dropout == 0.0
+    assert experiment_model(cfg).cfg.dropout == 0.0
     with pytest.raises(ConfigError, match="decoder_channels"):
-        build_model(load_config(cfg.name, ["model.arch=semask_swin_test_m2f", "model.decoder_channels=64"]))
+        experiment_model(
+            load_config(cfg.name, ["model.arch=semask_swin_test_m2f", "model.decoder_channels=64"])
+        )
 
 
 def test_mask2former_trains_evaluates_predicts_and_reloads(tmp_path):
@@ -146,7 +151,7 @@ def test_mask2former_trains_evaluates_predicts_and_reloads(tmp_path):
         "data.short_edges=(96, 120)",
         "data.max_size=0",
         "data.crop_size=(96, 128)",
-        "data.test_scale=(160, 120)",
+        "eval.scale=(160, 120)",
         "data.num_workers=0",
         "optim.lr=1e-3",
         "train.batch_size=2",
@@ -163,12 +168,14 @@ def test_mask2former_trains_evaluates_predicts_and_reloads(tmp_path):
     assert "loss_mask_0" in rows[0] and "loss_cate" in rows[0]  # deep supervision and the prior loss
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     assert 0 <= metrics["mIoU"] <= 100
-    model, info = load_trained_model(tmp_path)
-    assert isinstance(model, semask.SeMaskM2F) and info["classes"][0] == "Sky"
+    model, info = semask.load(tmp_path, with_info=True)
+    assert (
+        isinstance(model, semask.Segmenter) and model.output_kind == "scores" and info["classes"][0] == "Sky"
+    )
     image = np.asarray(semask.data.read_image(next((SAMPLE / "val").iterdir())))
     pred = Predictor(model).predict(image)
     assert pred.shape == image.shape[:2] and pred.max() < 11
     semask.save_model(model, tmp_path / "m2f.safetensors")
-    again = semask.load_model(tmp_path / "m2f.safetensors")
-    assert isinstance(again, semask.SeMaskM2F)
+    again = semask.load(tmp_path / "m2f.safetensors")
+    assert isinstance(again, semask.Segmenter)
     np.testing.assert_array_equal(Predictor(again).predict(image), pred)

@@ -9,6 +9,7 @@ detectron2 (``ResizeShortestEdge`` with PIL on the uint8 image, ``sem_seg_postpr
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -38,10 +39,12 @@ class FixedLogits(nn.Module):
     def __init__(self, logits: torch.Tensor, scores: bool = False) -> None:
         super().__init__()
         self.logits = nn.Parameter(logits, requires_grad=False)
-        self.scores_not_logits = scores
+        self.output_kind = "scores" if scores else "logits"
+        self.test_pipeline = "detectron2" if scores else "mmseg"
+        self.decoder = SimpleNamespace(output_stride=1)  # maps at the input size: no chunked-argmax path
         self.inputs: list[torch.Tensor] = []
 
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
         assert x.shape[-2:] == self.logits.shape[-2:], (x.shape, self.logits.shape)
         self.inputs.append(x)
         return self.logits
@@ -170,9 +173,7 @@ def test_detectron2_tta_resizes_the_test_resized_image_with_pil():
             resized = _pil(base, _d2_output_shape(20, 28, short, 100))
             for flip in (False, True):
                 x = normalize(np.flip(resized, axis=1) if flip else resized)[None]
-                scores = F.interpolate(
-                    model.predict_logits(x), (40, 56), mode="bilinear", align_corners=False
-                )
+                scores = F.interpolate(model.predict(x), (40, 56), mode="bilinear", align_corners=False)
                 expected.append(scores.flip(-1) if flip else scores)
         got = predict_probs(model, image, cfg)
     torch.testing.assert_close(got, torch.stack(expected).mean(0), rtol=0, atol=1e-6)
@@ -220,7 +221,7 @@ def test_valid_slide_windows_cover_every_pixel(h, w, ch, cw, data):
     sh, sw = data.draw(st.integers(1, ch)), data.draw(st.integers(1, cw))
 
     class Ones(nn.Module):
-        def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        def predict(self, x: torch.Tensor) -> torch.Tensor:
             return torch.ones(x.shape[0], 2, *x.shape[-2:])
 
     out = slide_logits(Ones(), torch.zeros(1, 3, h, w), (ch, cw), (sh, sw))
@@ -292,7 +293,7 @@ def test_detectron2_metric_matches_sem_seg_evaluator(seed, k):
 def test_presets_use_their_official_metric_and_the_table_says_which():
     for name in list_configs():
         cfg = load_config(name)
-        mask_model = any(d in cfg.model.arch for d in ("_m2f", "_maskformer"))
+        mask_model = any(d in cfg.model["arch"] for d in ("_m2f", "_maskformer"))
         assert cfg.eval.metric == ("detectron2" if mask_model else "mmseg"), name
     m = SegMetrics(2, metric="detectron2")
     m.update(torch.tensor([0, 1]), torch.tensor([0, 0]))

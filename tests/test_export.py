@@ -9,7 +9,7 @@ from semask.cli import main
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'semask[onnx]')")
 pytest.importorskip("onnx", reason="onnx is not installed (pip install 'semask[onnx]')")
 
-from semask.export import export_onnx, onnx_max_rel_diff  # noqa: E402
+from semask.tools.export import export_onnx, onnx_max_rel_diff  # noqa: E402
 
 
 def test_export_matches_pytorch_at_other_sizes(tmp_path):

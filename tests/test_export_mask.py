@@ -17,7 +17,7 @@ from semask.convert.semask_d2 import convert_fapn, convert_m2f, convert_maskform
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'semask[onnx]')")
 pytest.importorskip("onnx", reason="onnx is not installed (pip install 'semask[onnx]')")
 
-from semask.export import export_onnx, onnx_max_rel_diff  # noqa: E402
+from semask.tools.export import export_onnx, onnx_max_rel_diff  # noqa: E402
 
 FIXTURES = {
     "m2f_ade_e16_w12_k150": convert_m2f,
@@ -30,9 +30,9 @@ FIXTURES = {
 @torch.no_grad()
 def noise_floor(model, x: torch.Tensor) -> float:
     """Relative change of the scores when every weight is scaled by one float32 ulp (1 + 2^-23)."""
-    ref = {"scores": model.predict_logits(x)}
+    ref = {"scores": model.predict(x)}
     saved = scaled_weights(model, 1 + ULP)
-    floor = rel_diffs({"scores": model.predict_logits(x)}, ref)["scores"]
+    floor = rel_diffs({"scores": model.predict(x)}, ref)["scores"]
     restore(model, saved)
     return floor
 

@@ -153,7 +153,7 @@ def test_full_size_official_checkpoints_convert_and_load_strictly(manifests, nam
     convert, arch = MANIFESTS[name]
     entry = manifests[name]
     cfg = assert_manifest_converts(entry, manifest_state_dict(entry), convert, arch)
-    assert cfg.decoder == name.split("_")[0] and cfg.semantic_attention == (
+    assert cfg.decoder_name == f"{name.split('_')[0]}_m2f" and cfg.semantic_attention == (
         "window",
         "window",
         "global",
@@ -205,4 +205,4 @@ def test_tiny_models_train_at_odd_sizes(name):
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
     with torch.no_grad():
-        assert model.predict_logits(x).shape == (2, 4, 40, 56)
+        assert model.predict(x).shape == (2, 4, 40, 56)

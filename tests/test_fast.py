@@ -15,14 +15,14 @@ import torch
 
 import semask
 from semask import hardware
-from semask.backbones import swin
 from semask.cli import main
 from semask.engine import inference
 from semask.engine.inference import InferenceCfg, predict_labels, predict_probs, upsampled_argmax
 from semask.layers import onednn, semantic_attention
+from semask.layers import window_attention as swin
 from semask.layers.impl import IMPLS, get_impl, set_impl, use_impl
 from semask.layers.windows import from_windows, to_windows, window_index
-from semask.losses import semask_fpn_loss
+from semask.losses.fpn import semask_fpn_loss
 
 
 def _model(num_classes: int = 7, **overrides) -> torch.nn.Module:
@@ -223,7 +223,7 @@ def test_bench_cli_json(capsys, train):
 
 def test_compiled_fast_path_matches_reference():
     """torch.compile (inductor, frozen weights) of the fast path: one graph, same logits as the reference."""
-    from semask.compile import compile_model
+    from semask.tools.compile import compile_model
 
     model = _model().eval()
     x = torch.randn(1, 3, 70, 90)  # pads to window multiples and shifts in every stage

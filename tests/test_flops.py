@@ -6,8 +6,8 @@ from torch import nn
 
 import semask
 from semask.cli import main
-from semask.flops import mmcv_flops, torch_flops
-from semask.pretrained import save_model
+from semask.tools.flops import mmcv_flops, torch_flops
+from semask.weights import save_model
 
 
 def test_mmcv_rules_on_a_toy_model():

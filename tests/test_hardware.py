@@ -87,7 +87,7 @@ def test_cpu_mode_switch_from_the_environment():
 
 def test_compile_without_a_compiler_is_refused(monkeypatch):
     from semask import create_model
-    from semask.compile import compile_model
+    from semask.tools.compile import compile_model
 
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr(hardware.shutil, "which", lambda name: None)

@@ -7,7 +7,7 @@ import torch
 from semask.backbones.mit import SeMaskMiT, semantic_layout
 from semask.convert.mit import convert_mit_imagenet, convert_segformer_official
 from semask.decoders.segformer_head import SegFormerHead
-from semask.models.segformer import SegFormer
+from semask.models import Segmenter
 
 TINY = dict(embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4))
 
@@ -92,17 +92,17 @@ def test_gradients_reach_every_parameter():
 
 def test_segformer_logits_and_rejects_a_semantic_backbone():
     backbone = tiny(semantic_attention=None)
-    model = SegFormer(backbone, SegFormerHead(backbone.channels, num_classes=7, embed_dim=24)).eval()
+    model = Segmenter(backbone, SegFormerHead(backbone.channels, num_classes=7, embed_dim=24)).eval()
     x = torch.randn(1, 3, 45, 61)
     assert model(x).logits.shape == (1, 7, 12, 16) and model(x).prior_logits is None
     assert model.predict_logits(x).shape == (1, 7, 45, 61)
-    with pytest.raises(ValueError, match="plain MiT"):
-        SegFormer(tiny(), SegFormerHead(TINY["embed_dims"], num_classes=7))
+    with pytest.raises(ValueError, match="needs a prior decoder"):
+        Segmenter(tiny(), SegFormerHead(TINY["embed_dims"], num_classes=7))
 
 
 def test_converters_report_unmapped_missing_and_mismatched_keys():
     backbone = tiny(semantic_attention=None)
-    model = SegFormer(backbone, SegFormerHead(backbone.channels, num_classes=7, embed_dim=24))
+    model = Segmenter(backbone, SegFormerHead(backbone.channels, num_classes=7, embed_dim=24))
     sd = model.state_dict()
     ckpt = {"state_dict": sd | {"decode_head.conv_seg.weight": torch.zeros(7, 128, 1, 1)}}
     converted, report = convert_segformer_official(ckpt)

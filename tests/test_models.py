@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import semask
-from semask.backbones.swin import relative_position_index, shift_attention_mask
+from semask.layers.window_attention import relative_position_index, shift_attention_mask
 from semask.layers.windows import window_partition, window_reverse
-from semask.losses import semask_fpn_loss
-from semask.models.segmenter import official_semantic_layout
+from semask.losses.fpn import semask_fpn_loss
+from semask.models.zoo import official_semantic_layout
 
 
 @pytest.mark.parametrize("size", [(64, 64), (63, 63), (37, 53), (112, 137)])

@@ -21,7 +21,7 @@ from semask.data.meta import get_meta
 from semask.engine import report
 from semask.engine.train import train
 from semask.errors import CheckpointError
-from semask.visualize import class_rows, overlay, priors_grid
+from semask.tools.visualize import class_rows, overlay, priors_grid
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "camvid_sample"
@@ -31,7 +31,7 @@ TINY = [
     "model.arch=semask_swin_test_fpn",
     "data.crop_size=(64, 96)",
     "data.scale=(160, 120)",
-    "data.test_scale=(160, 120)",
+    "eval.scale=(160, 120)",
     "data.num_workers=0",
     "train.batch_size=2",
     "train.max_iters=2",
@@ -226,23 +226,23 @@ def test_a_config_json_is_named_and_the_right_argument_suggested(run, tmp_path, 
     out = run[0]
     expected = f"{out / 'config.json'}: is a run's config file, not weights; pass the run folder {out} or {out / 'best.pt'}"
     with pytest.raises(CheckpointError) as info:
-        semask.load_model(out / "config.json")
+        semask.load(out / "config.json")
     assert str(info.value) == expected
     code, printed, err = cli(
         capsys, "predict", out / "config.json", photo(tmp_path / "x.jpg"), "--out", tmp_path / "o"
     )
     assert (code, printed, err) == (2, "", f"error: {expected}\n")
-    semask.save_model(semask.load_model(out), tmp_path / "m.safetensors")
+    semask.save_model(semask.load(out), tmp_path / "m.safetensors")
     with pytest.raises(
         CheckpointError, match=r"m\.json: is the model config written beside m\.safetensors, not weights"
     ):
-        semask.load_model(tmp_path / "m.json")
+        semask.load(tmp_path / "m.json")
     (tmp_path / "notes.pt").write_text('{"a": 1}')
     with pytest.raises(CheckpointError, match=r"notes\.pt: is a JSON text file, not weights") as info:
-        semask.load_model(tmp_path / "notes.pt")
+        semask.load(tmp_path / "notes.pt")
     (tmp_path / "text.pt").write_text("not a checkpoint at all")
     with pytest.raises(CheckpointError, match=r"text\.pt: not a readable torch checkpoint") as info:
-        semask.load_model(tmp_path / "text.pt")
+        semask.load(tmp_path / "text.pt")
     assert "weights_only" not in str(info.value)
 
 
@@ -278,13 +278,15 @@ def test_convert_a_directory_says_it_is_one(tmp_path, capsys):
 
 def test_load_model_reads_every_kind_of_file(run, tmp_path):
     out = run[0]
-    from_file, info = semask.load_model(out / "best.pt", with_info=True)
+    from_file, info = semask.load(out / "best.pt", with_info=True)
     assert not from_file.training and info["classes"] == list(CAMVID.classes)
     assert info["palette"] == [list(c) for c in CAMVID.palette]
-    from_run = semask.load_model(out)
-    semask.save_model(from_file, tmp_path / "m.safetensors")
-    from_safetensors, none = semask.load_model(tmp_path / "m.safetensors", with_info=True)
-    assert none == {}
+    from_run = semask.load(out)
+    semask.save_model(from_file, tmp_path / "m.safetensors", classes=info["classes"], palette=info["palette"])
+    from_safetensors, sidecar = semask.load(tmp_path / "m.safetensors", with_info=True)
+    assert (
+        sidecar["classes"] == info["classes"] and sidecar["palette"] == info["palette"]
+    )  # the sidecar carries them
     x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
         ref = from_file.predict_logits(x)
@@ -294,7 +296,7 @@ def test_load_model_reads_every_kind_of_file(run, tmp_path):
     with pytest.raises(
         CheckpointError, match=r"empty: a folder without best\.pt or last\.pt \(not a run folder\)"
     ):
-        semask.load_model(tmp_path / "empty")
+        semask.load(tmp_path / "empty")
 
 
 # ------------------------------------------------------------------------------------------ 10: listing

@@ -11,8 +11,8 @@ from safetensors import safe_open
 
 from semask.convert import convert_checkpoint
 from semask.layers.impl import IMPLS, use_impl
-from semask.losses import semask_fpn_loss
-from semask.models.segmenter import SeMaskFPN
+from semask.losses.fpn import semask_fpn_loss
+from semask.models import Segmenter, build_model
 
 CASES = ["semfpn_e32_w7_k150_global23", "semfpn_e32_w12_k19"]
 LAYOUT = {"SWSeMaskBlock": "window", "SeMaskBlock": "global"}
@@ -26,7 +26,7 @@ def load_fixture(fixture_path, name: str) -> tuple[dict, dict[str, torch.Tensor]
     return meta, tensors
 
 
-def convert_fixture(meta: dict, tensors: dict[str, torch.Tensor]) -> SeMaskFPN:
+def convert_fixture(meta: dict, tensors: dict[str, torch.Tensor]) -> Segmenter:
     """Official state dict (fp16 floats -> fp32) -> our converter -> strict load, eval mode."""
     sd = {
         k[len(PREFIX) :]: v.float() if v.is_floating_point() else v
@@ -39,13 +39,13 @@ def convert_fixture(meta: dict, tensors: dict[str, torch.Tensor]) -> SeMaskFPN:
         semantic_attention=[LAYOUT[t] for t in meta["semantic_layer_types"]],
         sem_window_size=meta["official_config"]["backbone"]["sem_window_size"],
     )
-    model = SeMaskFPN(cfg)
+    model = build_model(cfg)
     model.load_state_dict(converted, strict=True)
     return model.eval()
 
 
 @torch.no_grad()
-def outputs(model: SeMaskFPN, x: torch.Tensor, full_res: bool) -> dict[str, torch.Tensor]:
+def outputs(model: Segmenter, x: torch.Tensor, full_res: bool) -> dict[str, torch.Tensor]:
     """Every tensor the fixture README names, under the fixture's names (without ``case{i}.``)."""
     feats = model.forward_features(x)
     out = model(x)

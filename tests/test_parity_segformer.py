@@ -21,8 +21,8 @@ from semask.convert.mit import (
 )
 from semask.decoders.segformer_head import SegFormerHead
 from semask.layers.impl import IMPLS, use_impl
-from semask.losses import semask_fpn_loss
-from semask.models.segformer import SegFormer
+from semask.losses.fpn import semask_fpn_loss
+from semask.models import Segmenter
 
 CASES = ["segformer_mitb0_k150", "segformer_mitb2_reduced_k19"]
 PREFIX = "state_dict."
@@ -49,13 +49,13 @@ def official_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     }
 
 
-def build(sd: dict[str, torch.Tensor]) -> SegFormer:
+def build(sd: dict[str, torch.Tensor]) -> Segmenter:
     """SegFormer of the architecture read from ``sd`` (on the current default device)."""
     arch = infer_mit_arch(sd)
-    return SegFormer(SeMaskMiT(**arch), SegFormerHead(arch["embed_dims"], **infer_head_arch(sd)))
+    return Segmenter(SeMaskMiT(**arch), SegFormerHead(arch["embed_dims"], **infer_head_arch(sd)))
 
 
-def convert_fixture(tensors: dict[str, torch.Tensor]) -> SegFormer:
+def convert_fixture(tensors: dict[str, torch.Tensor]) -> Segmenter:
     sd, report = convert_segformer_official({"meta": {}, "state_dict": official_state_dict(tensors)})
     report.raise_if_bad("fixture")
     model = build(sd)
@@ -64,7 +64,7 @@ def convert_fixture(tensors: dict[str, torch.Tensor]) -> SegFormer:
 
 
 @torch.no_grad()
-def outputs(model: SegFormer, x: torch.Tensor, intermediates: bool) -> dict[str, torch.Tensor]:
+def outputs(model: Segmenter, x: torch.Tensor, intermediates: bool) -> dict[str, torch.Tensor]:
     """The fixture's tensors (names without ``case{i}.``); intermediates are caught with forward hooks."""
     res: dict[str, torch.Tensor] = {}
     hooks = []

@@ -27,11 +27,11 @@ from test_train import SAMPLE, TINY, _cfg
 import semask
 from semask.cli import main
 from semask.data.io import image_size, read_image
-from semask.engine import checkpoint
-from semask.engine.checkpoint import load_checkpoint, read_checkpoint, save_atomic
 from semask.engine.train import train
 from semask.errors import CheckpointError, ConfigError, DataError, SemaskError
-from semask.pretrained import PRETRAINED, PretrainedCfg, file_sha256, load_model, load_pretrained, save_model
+from semask.registry import PRETRAINED, PretrainedCfg
+from semask.weights import file_sha256, load_checkpoint, read_checkpoint, save_atomic, save_model
+from semask.weights import load as load_model
 
 PRESET = "semask_swin_nano_fpn_camvid-demo"
 # --data-root gives the root; the CamVid class weights do not fit the other class counts used here
@@ -451,7 +451,7 @@ def test_disk_full_during_training_stops_with_the_previous_checkpoint(tmp_path, 
 
 def nan_losses_at(monkeypatch, calls: set[int]) -> None:
     """Make the training loss NaN at the given (0-based) loss calls."""
-    import semask.engine.train as engine
+    import semask.losses.fpn as engine
 
     real_loss, count = engine.semask_fpn_loss, []
 
@@ -534,7 +534,7 @@ def test_truncated_and_foreign_checkpoints_give_one_error_line(tmp_path, model_f
     save(tmp_path / "x.png", noise(8, 8))
     for name, problem in cases.items():
         with pytest.raises(CheckpointError, match="^" + str(tmp_path / name)) as info:
-            checkpoint.load_trained_model(tmp_path / name)
+            load_model(tmp_path / name)
         assert problem in str(info.value) and "\n" not in str(info.value)
         for command in ("eval", "predict"):
             extra = ["--data-root", SAMPLE] if command == "eval" else [tmp_path / "x.png", "--out", tmp_path]
@@ -545,7 +545,7 @@ def test_truncated_and_foreign_checkpoints_give_one_error_line(tmp_path, model_f
 def test_converted_weights_that_do_not_fit_their_config(tmp_path, model_file):
     path = save_model(semask.create_model("semask_swin_test_fpn", num_classes=3), tmp_path / "m.safetensors")
     meta = json.loads((tmp_path / "m.json").read_text())
-    (tmp_path / "m.json").write_text(json.dumps({**meta, "config": {**meta["config"], "num_classes": 19}}))
+    (tmp_path / "m.json").write_text(json.dumps({**meta, "model": {**meta["model"], "num_classes": 19}}))
     with pytest.raises(CheckpointError) as info:
         load_model(path)
     message = str(info.value)
@@ -566,15 +566,20 @@ def test_resume_with_another_class_count_is_refused(straight_run):
 def test_registered_weights_are_checked_by_sha256(tmp_path, model_file, monkeypatch):
     digest = file_sha256(model_file)
     monkeypatch.setenv("SEMASK_CACHE", str(model_file.parent))
-    monkeypatch.setitem(PRETRAINED, "test.k3", PretrainedCfg(model_file.name, digest, num_classes=3))
-    assert load_pretrained("test.k3").num_classes == 3
-    monkeypatch.setitem(PRETRAINED, "test.k5", PretrainedCfg(model_file.name, digest, num_classes=5))
-    with pytest.raises(CheckpointError, match="3 classes, but 'test.k5' has 5"):
-        load_pretrained("test.k5")
-    monkeypatch.setitem(PRETRAINED, "test.bad", PretrainedCfg(model_file.name, "ab" * 32, num_classes=3))
+    arch = "semask_swin_test_fpn"
+    monkeypatch.setitem(PRETRAINED, f"{arch}.k3", PretrainedCfg(model_file.name, digest, {"num_classes": 3}))
+    assert semask.load(f"{arch}.k3").num_classes == 3
+    assert semask.create_model(f"{arch}.k3").num_classes == 3  # the architecture of the tag, random init
+    monkeypatch.setitem(PRETRAINED, f"{arch}.k5", PretrainedCfg(model_file.name, digest, {"num_classes": 5}))
+    with pytest.raises(CheckpointError, match=f"num_classes=3, but '{arch}.k5' has num_classes=5"):
+        semask.load(f"{arch}.k5")
+    monkeypatch.setitem(
+        PRETRAINED, f"{arch}.bad", PretrainedCfg(model_file.name, "ab" * 32, {"num_classes": 3})
+    )
     with pytest.raises(CheckpointError, match=f"SHA-256 is {digest}, expected {'ab' * 32}"):
-        load_pretrained("test.bad")
-    with pytest.raises(CheckpointError, match=r"absent\.safetensors: weights 'test.k3' not found"):
-        load_pretrained("test.k3", tmp_path / "absent.safetensors")
-    with pytest.raises(ConfigError, match="no registered weights 'nope'"):
-        load_pretrained("nope")
+        semask.load(f"{arch}.bad")
+    monkeypatch.setitem(PRETRAINED, f"{arch}.gone", PretrainedCfg("absent.safetensors", digest))
+    with pytest.raises(CheckpointError, match=r"absent\.safetensors: weights '.*\.gone' not found"):
+        semask.load(f"{arch}.gone")
+    with pytest.raises(ConfigError, match="'nope' is neither a registered architecture or weight name"):
+        semask.load("nope")

@@ -35,16 +35,18 @@ the SegFormer decoder ("SeMask can be plugged into any existing hierarchical vis
 """
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semask.backbones.swin import BackboneOutput, init_transformer_weights
+from semask.backbones.base import Backbone, BackboneOutput, init_transformer_weights
 from semask.layers.drop_path import DropPath
 from semask.layers.onednn import Linear
 from semask.layers.semantic_attention import SemanticLayer, SemanticMode
 from semask.layers.windows import tokens_to_nchw
+from semask.registry import BACKBONES, register_part
 
 # official mit_b0..mit_b5: num_heads (1, 2, 5, 8), sr_ratios (8, 4, 2, 1), mlp_ratio 4 in all of them
 MIT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -164,7 +166,7 @@ class MiTBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x), h, w))
 
 
-class SeMaskMiT(nn.Module):
+class SeMaskMiT(Backbone):
     """MiT encoder with an optional semantic layer closing every stage (plain MiT when
     ``semantic_attention`` is None). Defaults are ``mit_b0``; see :data:`MIT_VARIANTS` for B1-B5.
 
@@ -247,7 +249,7 @@ class SeMaskMiT(nn.Module):
             x: (B, 3, H, W) normalised images, any H and W.
 
         Returns:
-            :class:`~semask.backbones.swin.BackboneOutput`: features 4 x (B, C_s, h_s, w_s) after ``norm{s}``
+            :class:`~semask.backbones.base.BackboneOutput`: features 4 x (B, C_s, h_s, w_s) after ``norm{s}``
             with h_0 = ceil(H/4), then h_s = ceil(h_{s-1}/2); semantic_maps 4 x (B, K, h_s, w_s) raw prior logits
             (None for plain MiT).
         """
@@ -266,7 +268,7 @@ class SeMaskMiT(nn.Module):
 
 def _init_weights(m: nn.Module) -> None:
     """Official MiT init: Linear trunc_normal(0.02) with bias 0 and LayerNorm 1/0 (as Swin's
-    :func:`~semask.backbones.swin.init_transformer_weights`); Conv2d normal(0, sqrt(2/fan_out)) with
+    :func:`~semask.backbones.base.init_transformer_weights`); Conv2d normal(0, sqrt(2/fan_out)) with
     fan_out = k*k*C_out/groups, bias 0. Lambda (gamma) stays 0."""
     init_transformer_weights(m)
     if isinstance(m, nn.Conv2d):
@@ -274,3 +276,27 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.normal_(m.weight, std=(2.0 / fan_out) ** 0.5)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+@dataclass
+class MiTConfig:
+    """The :class:`SeMaskMiT` fields of a model config (registered backbone ``mit``; defaults ``mit_b0``, see
+    :data:`MIT_VARIANTS`). ``semantic_attention=None`` is plain MiT (SegFormer)."""
+
+    embed_dims: tuple[int, ...] = (32, 64, 160, 256)
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    num_heads: tuple[int, ...] = (1, 2, 5, 8)
+    sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
+    mlp_ratios: tuple[float, ...] = (4, 4, 4, 4)
+    drop_path_rate: float = 0.1
+    semantic_attention: tuple[SemanticMode, ...] | None = None
+    sem_window_size: int = 7
+    num_sem_blocks: int = 1
+    use_gamma: bool = True
+    sem_drop: float = 0.1
+
+
+@register_part(BACKBONES, "mit", MiTConfig)
+def build_mit(cfg: MiTConfig, num_classes: int) -> SeMaskMiT:
+    """``SeMaskMiT`` from ``cfg`` with ``num_classes`` prior classes."""
+    return SeMaskMiT(num_classes=num_classes, **asdict(cfg))

@@ -5,130 +5,28 @@ layer per stage). Module names equal the official state_dict keys, so official c
 Inside the stages tokens are NHWC / (B, N, C); the module boundary is NCHW.
 """
 
-import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from semask.backbones.base import Backbone, BackboneOutput, init_transformer_weights
 from semask.layers.drop_path import DropPath
-from semask.layers.impl import get_impl
 from semask.layers.onednn import Linear, fused_linear
-from semask.layers.semantic_attention import SemanticLayer, SemanticMode
+from semask.layers.semantic_attention import SemanticAttention, SemanticLayer, SemanticMode
+from semask.layers.window_attention import relative_position_index, shift_mask, window_attention
 from semask.layers.windows import (
     from_windows,
     pad_to_multiple,
     round_up,
     to_windows,
     tokens_to_nchw,
-    window_partition,
 )
-
-
-@dataclass
-class BackboneOutput:
-    """Backbone outputs, stage i at stride 2^(i+2) relative to the input image.
-
-    Attributes:
-        features: 4 x (B, C_i, ceil(H/2^(i+2)), ceil(W/2^(i+2))), after the output LayerNorms ``norm{i}``.
-        semantic_maps: 4 x (B, K, same sizes) semantic-prior logits, or ``None`` without semantic layers.
-    """
-
-    features: list[torch.Tensor]
-    semantic_maps: list[torch.Tensor] | None
-
-
-def relative_position_index(window: int) -> torch.Tensor:
-    """(M*M, M*M) int64 index into the ((2M-1)^2, heads) bias table: (dy+M-1)*(2M-1) + (dx+M-1)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)  # (M*M, M*M, 2)
-    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
-
-
-def shift_attention_mask(
-    hp: int, wp: int, window: int, device: torch.device, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """(nW, M*M, M*M) additive mask for shifted windows: -100 between tokens of different regions, else 0.
-
-    Regions as the official slices (0:-M, -M:-M//2, -M//2:) per axis, numbered row-major; built from ``arange``
-    comparisons so an export traces it for any size.
-    """
-
-    def region(n: int) -> torch.Tensor:  # (n,) 0, 1 or 2 along one axis
-        i = torch.arange(n, device=device)
-        return (i >= n - window).long() + (i >= n - window // 2).long()
-
-    ids = region(hp)[:, None] * 3 + region(wp)[None, :]  # (hp, wp)
-    ids = window_partition(ids.view(1, hp, wp, 1), window).squeeze(-1)  # (nW, M*M)
-    diff = ids[:, None, :] - ids[:, :, None]
-    return torch.zeros_like(diff, dtype=dtype).masked_fill(diff != 0, -100.0)
-
-
-@functools.lru_cache(maxsize=32)
-def cached_shift_attention_mask(
-    hp: int, wp: int, window: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """:func:`shift_attention_mask` cached per (size, window, device, dtype) for the ``fast`` path (read-only).
-
-    Built outside inference mode, so a mask first made under ``torch.inference_mode`` still serves training.
-    """
-    with torch.inference_mode(False):
-        return shift_attention_mask(hp, wp, window, device, dtype)
-
-
-def _sdpa_is_faster(q: torch.Tensor, bias: torch.Tensor) -> bool:
-    """Whether ``scaled_dot_product_attention`` beats the explicit kernel for these inputs.
-
-    Measured on CPU (AVX-512 with bf16 dot products, no AMX), Swin-T window shapes, one thread: in fp32 inference
-    SDPA is 10-20% faster; in bf16 it is about 1.4x slower; with autograd recording (training: the bias is a
-    parameter) CPU SDPA falls back to its math kernel and forward + backward is 5-25% slower. Other devices use
-    SDPA (not measured here).
-    """
-    if q.device.type != "cpu":
-        return True
-    recording = torch.is_grad_enabled() and (q.requires_grad or bias.requires_grad)
-    return q.dtype == torch.float32 and not recording
-
-
-def window_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    bias: torch.Tensor,
-    mask: torch.Tensor | None,
-    scale: float,
-) -> torch.Tensor:
-    """``softmax(q k^T * scale + bias [+ mask]) v`` per window and head (SPEC A2, W-MSA).
-
-    ``reference`` is the official sequence of explicit ops. ``fast`` hands the bias (+ shift mask) to
-    ``scaled_dot_product_attention`` as one additive float ``attn_mask`` where that is faster (see
-    :func:`_sdpa_is_faster`), and the explicit ops otherwise.
-
-    Args:
-        q, k, v: (B*nW, heads, N, d), N = M*M.
-        bias: (heads, N, N) relative position bias.
-        mask: (nW, N, N) additive shift mask, or None.
-        scale: d^-0.5.
-
-    Returns:
-        (B*nW, heads, N, d).
-    """
-    bw, heads, n, _ = q.shape
-    if get_impl() == "fast" and _sdpa_is_faster(q, bias):
-        attn_mask = bias.unsqueeze(0)  # (1, heads, N, N)
-        if mask is not None:
-            # (nW, heads, N, N) per image -> (B*nW, heads, N, N), a view when B = 1
-            attn_mask = (bias + mask[:, None]).expand(bw // mask.shape[0], -1, -1, -1, -1)
-            attn_mask = attn_mask.reshape(bw, heads, n, n)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype), scale=scale)
-    attn = (q * scale) @ k.transpose(-2, -1) + bias.unsqueeze(0)  # (B*nW, heads, N, N)
-    if mask is not None:
-        nw = mask.shape[0]
-        attn = (attn.view(bw // nw, nw, heads, n, n) + mask[None, :, None]).view(bw, heads, n, n)
-    return attn.softmax(dim=-1) @ v
+from semask.registry import BACKBONES, register_part
 
 
 class WindowAttention(nn.Module):
@@ -252,14 +150,8 @@ class SwinStage(nn.Module):
         self.downsample = PatchMerging(dim) if downsample else None
 
     def _shift_mask(self, h: int, w: int, x: torch.Tensor) -> torch.Tensor:
-        """Built on every forward (``reference``, or inside a ``torch.compile`` graph) or cached per (size,
-        device, dtype) (``fast``)."""
         m = self.window_size
-        hp, wp = round_up(h, m), round_up(w, m)
-        # compiled graphs fold the mask as a constant, so they build it in-graph
-        cache = get_impl() == "fast" and not torch.compiler.is_compiling()
-        build = cached_shift_attention_mask if cache else shift_attention_mask
-        return build(hp, wp, m, x.device, x.dtype)
+        return shift_mask(round_up(h, m), round_up(w, m), m, x.device, x.dtype)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Args:
@@ -299,7 +191,7 @@ class PatchEmbed(nn.Module):
         return x.transpose(1, 2).reshape(-1, x.shape[-1], h, w)
 
 
-class SeMaskSwin(nn.Module):
+class SeMaskSwin(Backbone):
     """Swin Transformer with a semantic layer after every stage (SeMask, paper Fig. 2).
 
     Args:
@@ -342,6 +234,7 @@ class SeMaskSwin(nn.Module):
             raise ValueError(f"semantic_attention needs 4 entries, got {semantic_attention!r}")
         self.channels = [embed_dim * 2**i for i in range(4)]
         self.strides = [4, 8, 16, 32]
+        self.semantic = semantic_attention is not None
         self.patch_embed = PatchEmbed(embed_dim)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.layers = nn.ModuleList()
@@ -397,12 +290,54 @@ class SeMaskSwin(nn.Module):
         return BackboneOutput(features, priors if priors[0] is not None else None)
 
 
-def init_transformer_weights(m: nn.Module) -> None:
-    """FPN-path init (SPEC A2): every Linear trunc_normal(0.02) with bias 0, LayerNorm 1/0; gamma stays 0."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+@dataclass
+class SwinConfig:
+    """The :class:`SeMaskSwin` fields of a model config (registered backbone ``swin``; its ``num_classes`` is the
+    model's ``num_prior_classes or num_classes``). ``semantic_attention=None`` is plain Swin.
+
+    ``weight_init``: ``mmseg`` (SeMask-FPN, SPEC A2: trunc_normal Linears) or ``d2`` (the SeMask detectron2
+    projects, SPEC A2 'Init': PyTorch's default Linear init, kaiming semantic layers with a zero ``mlp_res``).
+    """
+
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    sem_window_size: int = 7
+    semantic_attention: tuple[SemanticMode, ...] | None = ("window", "window", "global", "global")
+    num_sem_blocks: int = 1
+    use_gamma: bool = True
+    sem_drop: float = 0.1
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.3
+    use_checkpoint: bool = False
+    weight_init: Literal["mmseg", "d2"] = "mmseg"
+
+
+@register_part(BACKBONES, "swin", SwinConfig)
+def build_swin(cfg: SwinConfig, num_classes: int) -> SeMaskSwin:
+    """``SeMaskSwin`` from ``cfg`` with ``num_classes`` prior classes. Raises ValueError for an unknown
+    ``weight_init``."""
+    fields = asdict(cfg)
+    init = fields.pop("weight_init")
+    if init not in ("mmseg", "d2"):
+        raise ValueError(f"weight_init must be 'mmseg' or 'd2', got {init!r}")
+    backbone = SeMaskSwin(num_classes=num_classes, **fields)
+    if init == "d2":
+        d2_init_(backbone)
+    return backbone
+
+
+def d2_init_(backbone: nn.Module) -> None:
+    """The detectron2 init of the SeMask Swin (SPEC A2 'Init'): ``init_weights`` is a no-op there, so every Linear
+    keeps PyTorch's default init, and each SemanticAttention gets kaiming_normal weights, zero biases and a zero
+    ``mlp_res`` weight (gamma 0)."""
+    for m in backbone.modules():
+        if isinstance(m, nn.Linear):
+            m.reset_parameters()
+    for m in backbone.modules():
+        if isinstance(m, SemanticAttention):
+            for lin in (m.mlp_cls_q, m.mlp_cls_k, m.mlp_v, m.mlp_res):
+                nn.init.kaiming_normal_(lin.weight)
+                nn.init.zeros_(lin.bias)
+            nn.init.zeros_(m.mlp_res.weight)

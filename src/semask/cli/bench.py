@@ -45,18 +45,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from semask import benchmark, hardware
-    from semask.engine.checkpoint import resolve_model
+    from semask import hardware
     from semask.errors import ConfigError
+    from semask.tools import benchmark
+    from semask.weights import load
 
     if args.iters < 1 or args.warmup < 0 or args.batch < 1:
         raise ConfigError("--iters and --batch must be >= 1 and --warmup >= 0")
     device = hardware.check_device(args.device)
     amp = hardware.resolve_amp(args.amp, device)
     torch.manual_seed(0)
-    model = resolve_model(args.model, args.num_classes).to(device)
+    model = load(
+        args.model, device, **({} if args.num_classes is None else {"num_classes": args.num_classes})
+    )
     if args.compile:
-        from semask.compile import compile_model
+        from semask.tools.compile import compile_model
 
         compile_model(model, freeze=not args.train)
     h, w = args.size

@@ -1,7 +1,7 @@
 """``semask convert SRC DST --from SOURCE``: official checkpoints -> semask weights (explicit, every key checked).
 
-``--from semask-fpn-mmseg`` writes a whole model (``DST.safetensors`` + ``DST.json``, loadable with
-``semask.pretrained.load_model``). ``--from swin-imagenet`` writes only the converted ``backbone.*`` Swin weights, to
+Whole models are written as ``DST.safetensors`` + the sidecar ``DST.json`` (config, class names, palette, source),
+loadable with ``semask.load``. ``--from swin-imagenet`` writes only the converted ``backbone.*`` Swin weights, to
 be loaded into a model with ``semask.convert.load_imagenet_backbone`` (e.g. via ``--set model.pretrained=DST``).
 """
 
@@ -32,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sem-window-size", type=int, help="semantic window (not stored in weights; default: window)"
     )
+    p.add_argument(
+        "--dataset", help="dataset whose class names the sidecar records (default: by the number of classes)"
+    )
     p.set_defaults(func=run)
 
 
@@ -46,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
         window_size=args.window_size,
         sem_window_size=args.sem_window_size,
+        dataset=args.dataset,
     )
     print("inferred config:")
     for key, value in cfg.to_dict().items():

@@ -46,33 +46,24 @@ def run(args: argparse.Namespace) -> int:
     from semask.configs import ExperimentCfg
     from semask.engine.distributed import init_distributed, is_main
     from semask.engine.evaluate import evaluate
-    from semask.engine.inference import pipeline_of
-    from semask.engine.train import inference_cfg
     from semask.errors import ConfigError
     from semask.metrics import format_table
-    from semask.pretrained import load_model
+    from semask.weights import load
 
     _, _, device = init_distributed()
-    model, info = load_model(args.model, with_info=True)
+    model, info = load(args.model, with_info=True)
     if args.compile:
-        from semask.compile import compile_model
+        from semask.tools.compile import compile_model
 
         compile_model(model, freeze=True)
-    cfg = ExperimentCfg.from_dict(info["experiment"]) if "experiment" in info else ExperimentCfg()
-    dataset = args.dataset or (cfg.data.dataset if "experiment" in info else None)
+    run_cfg = ExperimentCfg.from_dict(info["experiment"]) if info.get("experiment") else None
+    dataset = args.dataset or (run_cfg.data.dataset if run_cfg else info.get("dataset"))
     if dataset is None:
-        raise ConfigError("--dataset is required for converted weights (they carry no dataset)")
-    infer = inference_cfg(cfg, amp=args.amp)
-    infer.mode = args.mode or infer.mode
-    infer.crop = tuple(args.crop) if args.crop else infer.crop
-    infer.stride = tuple(args.stride) if args.stride else infer.stride
-    if args.tta != "none":
-        infer.flip = True
-        infer.tta_ratios = tuple(args.ratios or cfg.eval.tta_ratios) if args.tta == "ms-flip" else (1.0,)
-        if args.tta == "ms-flip" and not args.ratios and cfg.eval.tta_scales is not None:
-            infer.tta_scales = cfg.eval.tta_scales  # detectron2 presets: shortest-edge sizes, fixed max size
-    unknown_label = args.unknown_label or cfg.data.unknown_label
-    data = _dataset(dataset, args.data_root, args.split or cfg.data.val_split, unknown_label)
+        raise ConfigError(f"--dataset is required: {args.model} does not say which dataset it was trained on")
+    infer = _inference(args, run_cfg.eval if run_cfg else ExperimentCfg().eval)
+    unknown_label = args.unknown_label or (run_cfg.data.unknown_label if run_cfg else "error")
+    split = args.split or (run_cfg.data.val_split if run_cfg else "val")
+    data = _dataset(dataset, args.data_root, split, unknown_label)
     if data.meta.num_classes != model.num_classes:
         raise ConfigError(
             f"{args.model} predicts {model.num_classes} classes but the {dataset} dataset in {args.data_root} "
@@ -80,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         )
     with torch.inference_mode():
         progress = sys.stderr.isatty()  # a bar on a terminal only: logs and pipes get just results and errors
-        metric = args.metric or (cfg.eval.metric if "experiment" in info else pipeline_of(model))
+        metric = args.metric or (run_cfg.eval.metric if run_cfg else model.test_pipeline)
         results = evaluate(model.to(device), data, model.num_classes, infer, device, progress, metric)
     if is_main():
         if args.json:
@@ -89,6 +80,25 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(format_table(results, data.meta.classes))
     return 0
+
+
+def _inference(args: argparse.Namespace, preset):
+    """The run's (or the default) :class:`~semask.configs.schema.EvalCfg` with the command's options: single
+    scale unless ``--tta``; ``ms-flip`` uses ``--ratios`` or the preset's TTA passes."""
+    from dataclasses import replace
+
+    infer = replace(preset.single_scale(), amp=args.amp)
+    infer.mode = args.mode or infer.mode
+    infer.crop = tuple(args.crop) if args.crop else infer.crop
+    infer.stride = tuple(args.stride) if args.stride else infer.stride
+    if args.tta == "flip":
+        infer.flip = True
+    elif args.tta == "ms-flip":
+        infer.flip = True
+        infer.tta_ratios = tuple(args.ratios or preset.tta_ratios)
+        if not args.ratios:
+            infer.tta_scales = preset.tta_scales  # detectron2 presets: shortest-edge sizes, fixed max size
+    return infer
 
 
 SPLITS = ("train", "val", "test")

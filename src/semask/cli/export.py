@@ -22,10 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from semask.engine.checkpoint import resolve_model
-    from semask.export import export_onnx, onnx_max_rel_diff
+    from semask.tools.export import export_onnx, onnx_max_rel_diff
+    from semask.weights import load
 
-    model = resolve_model(args.model, args.num_classes)
+    model = load(args.model, **({} if args.num_classes is None else {"num_classes": args.num_classes}))
     path = export_onnx(model, args.out, tuple(args.size), args.opset)
     print(f"wrote {path} (input 'images' (B, 3, H, W) -> output 'logits' (B, K, H, W))")
     try:

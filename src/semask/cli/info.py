@@ -24,23 +24,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _build_meta(name: str, num_classes: int | None) -> torch.nn.Module:
-    from semask.models import network_from_config
-    from semask.pretrained import read_config
     from semask.registry import create_model, list_models
+    from semask.weights import read_sidecar
 
     overrides = {} if num_classes is None else {"num_classes": num_classes}
     with torch.device("meta"):
         if name in list_models():
             return create_model(name, **overrides)
         if Path(name).suffix == ".safetensors":
-            return network_from_config(read_config(name) | overrides)
+            config = read_sidecar(name)[0] | overrides
+            return create_model(config["arch"], **config)
     raise ConfigError(
         f"{name!r} is neither a registered architecture (see `semask list`) nor a .safetensors file"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from semask.flops import mmcv_flops, torch_flops
+    from semask.tools.flops import mmcv_flops, torch_flops
 
     model = _build_meta(args.model, args.num_classes)
     size = tuple(args.size)

@@ -139,25 +139,27 @@ def run(args: argparse.Namespace) -> int:
     from semask.data.io import MAX_PIXELS, read_image
     from semask.engine.inference import InferenceCfg, Predictor
     from semask.errors import ConfigError, DataError
-    from semask.pretrained import load_model
-    from semask.visualize import default_palette, label_image, overlay, priors_grid
+    from semask.tools.visualize import default_palette, label_image, overlay, priors_grid
+    from semask.weights import load
 
     paths = expand_inputs(args.inputs)
     if not paths:
         raise DataError(f"no input images found in {' '.join(args.inputs)}")
     max_pixels = MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
-    model, info = load_model(args.model, with_info=True)
+    model, info = load(args.model, with_info=True)
     if args.compile:
-        from semask.compile import compile_model
+        from semask.tools.compile import compile_model
 
         compile_model(model, freeze=True)
-    if args.priors and model.cfg.semantic_attention is None:
+    if args.priors and not model.backbone.semantic:
         raise ConfigError(f"--priors: {args.model} is a plain Swin model without semantic layers (no priors)")
     out = Path(args.out)
     planned = output_paths(paths, out, args.priors)
     check_outputs(planned, args.overwrite)
-    palette = [tuple(c) for c in info.get("palette", default_palette(model.num_classes))]
-    names = None if args.no_legend else info.get("classes", [f"class {k}" for k in range(model.num_classes)])
+    palette = [tuple(c) for c in info.get("palette") or default_palette(model.num_classes)]
+    names = (
+        None if args.no_legend else info.get("classes") or [f"class {k}" for k in range(model.num_classes)]
+    )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = InferenceCfg(mode=args.mode, crop=tuple(args.crop), stride=tuple(args.stride), amp=args.amp)
     predictor = Predictor(model, cfg, device)

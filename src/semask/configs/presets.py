@@ -8,7 +8,7 @@ mask-classification presets exist for every Swin size (the paper trains only L).
 
 from collections.abc import Callable
 
-from semask.configs.schema import DataCfg, EvalCfg, ExperimentCfg, ModelCfg, OptimCfg, TrainCfg
+from semask.configs.schema import DataCfg, EvalCfg, ExperimentCfg, OptimCfg, TrainCfg
 
 ADE_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
@@ -21,18 +21,17 @@ def _ade20k(arch: str, size: str) -> ExperimentCfg:
     crop = 640 if large else 512
     return ExperimentCfg(
         name=f"{arch}_ade20k-{crop}_80k",
-        model=ModelCfg(arch=arch, num_classes=150),
+        model=dict(arch=arch, num_classes=150),
         data=DataCfg(
             dataset="ade20k",
             crop_size=(crop, crop),
             scale=(2560, 640) if large else (2048, 512),
-            test_scale=(2560, 640) if large else (2048, 512),
             ratios=ADE_RATIOS,
             cat_max_ratio=0.75 if size == "tiny" else 1.0,
         ),
         optim=OptimCfg(lr=1e-4, weight_decay=1e-4),
         train=TrainCfg(batch_size=16, ohem_min_kept=100000 if large else None),
-        eval=EvalCfg(crop=(crop, crop)),
+        eval=EvalCfg(crop=(crop, crop), scale=(2560, 640) if large else (2048, 512)),
     )
 
 
@@ -40,19 +39,18 @@ def _cityscapes(arch: str, size: str) -> ExperimentCfg:
     """SeMask-FPN Cityscapes: official ``configs/semask_swin/cityscapes/*`` (768 crops, whole 2048x1024 test)."""
     return ExperimentCfg(
         name=f"{arch}_cityscapes-768_80k",
-        model=ModelCfg(arch=arch, num_classes=19),
+        model=dict(arch=arch, num_classes=19),
         data=DataCfg(
             dataset="cityscapes",
             crop_size=(768, 768),
             scale=(2048, 1024),
-            test_scale=(2048, 1024),
             ratios=None,
             ratio_range=(0.5, 2.0),
             cat_max_ratio=0.75,
         ),
         optim=OptimCfg(lr=1e-3, weight_decay=0.05),
         train=TrainCfg(batch_size=8, warmup_ratio=1e-6 if size == "base" else 1e-5),
-        eval=EvalCfg(crop=(768, 768), stride=(512, 512)),
+        eval=EvalCfg(crop=(768, 768), stride=(512, 512), scale=(2048, 1024)),
     )
 
 
@@ -62,19 +60,18 @@ def _coco_stuff(arch: str, size: str) -> ExperimentCfg:
     crop = 640 if large else 512
     return ExperimentCfg(
         name=f"{arch}_coco-stuff-10k-{crop}_80k",
-        model=ModelCfg(arch=arch, num_classes=171),
+        model=dict(arch=arch, num_classes=171),
         data=DataCfg(
             dataset="coco-stuff-10k",
             val_split="test",
             crop_size=(crop, crop),
             scale=(2560, 640) if large else (2048, 512),
-            test_scale=(2560, 640) if large else (2048, 512),
             ratios=ADE_RATIOS,
             cat_max_ratio=1.0,
         ),
         optim=OptimCfg(lr=1e-4, weight_decay=1e-4),
         train=TrainCfg(batch_size=16, ohem_min_kept=100000),
-        eval=EvalCfg(crop=(crop, crop)),
+        eval=EvalCfg(crop=(crop, crop), scale=(2560, 640) if large else (2048, 512)),
     )
 
 
@@ -117,14 +114,15 @@ def _d2_ade20k(arch: str) -> ExperimentCfg:
     recipe = _d2_recipe(edges, 2560, mask2former)
     return ExperimentCfg(
         name=f"{arch}_ade20k-640_160k",
-        model=ModelCfg(arch=arch, num_classes=150, drop_path_rate=0.3),
-        data=DataCfg(
-            dataset="ade20k", crop_size=(640, 640), test_scale=(2560, 640), ratios=None, **recipe["data"]
-        ),
+        model=dict(arch=arch, num_classes=150, drop_path_rate=0.3),
+        data=DataCfg(dataset="ade20k", crop_size=(640, 640), ratios=None, **recipe["data"]),
         optim=recipe["optim"],
         train=TrainCfg(max_iters=160000, **recipe["train"]),
         eval=EvalCfg(
-            crop=(640, 640), tta_scales=tuple((4480, s) for s in range(320, 1121, 160)), metric="detectron2"
+            crop=(640, 640),
+            scale=(2560, 640),
+            tta_scales=tuple((4480, s) for s in range(320, 1121, 160)),
+            metric="detectron2",
         ),
     )
 
@@ -135,18 +133,20 @@ def _d2_cityscapes(arch: str) -> ExperimentCfg:
     recipe = _d2_recipe([int(x * 0.1 * 1024) for x in range(5, 21)], 4096, mask2former=True)
     return ExperimentCfg(
         name=f"{arch}_cityscapes-512x1024_90k",
-        model=ModelCfg(arch=arch, num_classes=19, drop_path_rate=0.3),
+        model=dict(arch=arch, num_classes=19, drop_path_rate=0.3),
         data=DataCfg(
             dataset="cityscapes",
             crop_size=(512, 1024),
-            test_scale=(2048, 1024),
             ratios=None,
             **recipe["data"],
         ),
         optim=recipe["optim"],
         train=TrainCfg(max_iters=90000, **recipe["train"]),
         eval=EvalCfg(
-            crop=(512, 1024), tta_scales=tuple((4096, s) for s in range(512, 1793, 256)), metric="detectron2"
+            crop=(512, 1024),
+            scale=(2048, 1024),
+            tta_scales=tuple((4096, s) for s in range(512, 1793, 256)),
+            metric="detectron2",
         ),
     )
 
@@ -155,12 +155,11 @@ def _camvid_cpu(arch: str) -> ExperimentCfg:
     """CamVid (11 classes, 480x360) from scratch on a 2-core CPU in under an hour (not a paper row)."""
     return ExperimentCfg(
         name=f"{arch}_camvid-360x480_cpu",
-        model=ModelCfg(arch=arch, num_classes=11, drop_path_rate=0.0, decoder_channels=128),
+        model=dict(arch=arch, num_classes=11, drop_path_rate=0.0, decoder_channels=128),
         data=DataCfg(
             dataset="camvid",
             crop_size=(256, 320),  # fp32 on a 2-core AVX2 CPU: 1.6 s/iteration, 2000 in 54 min
             scale=(480, 360),
-            test_scale=None,
             ratios=None,
             ratio_range=(0.5, 1.5),
             cat_max_ratio=1.0,
@@ -191,7 +190,7 @@ def _camvid_cpu(arch: str) -> ExperimentCfg:
             ckpt_interval=100,
             log_interval=10,
         ),
-        eval=EvalCfg(crop=(360, 480), stride=(240, 320)),
+        eval=EvalCfg(crop=(360, 480), stride=(240, 320), scale=None, amp="auto"),
     )
 
 

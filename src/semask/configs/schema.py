@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -9,29 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from semask.errors import ConfigError
 from semask.hardware import Amp
 from semask.metrics import Metric
-
-
-@dataclass
-class ModelCfg:
-    """Which network to build. ``pretrained``: ImageNet Swin checkpoint (official MS ``.pth`` or converted).
-
-    ``dropout``, ``sem_drop`` and ``decoder_channels`` left at None keep the architecture's default: ``dropout`` is
-    the Dropout2d before the FPN classifier (0.1) or the transformer dropout of the mask decoders (Mask2Former 0.0,
-    MaskFormer 0.1); ``sem_drop`` the dropout in the semantic attention (0.1); ``decoder_channels`` the
-    Semantic-FPN width (FPN architectures only).
-    """
-
-    arch: str = "semask_swin_tiny_fpn"
-    num_classes: int = 150
-    pretrained: str | None = None
-    drop_path_rate: float = 0.3
-    dropout: float | None = None
-    sem_drop: float | None = None
-    decoder_channels: int | None = None
-    use_checkpoint: bool = False
 
 
 @dataclass
@@ -58,7 +41,6 @@ class DataCfg:
     short_edges: tuple[int, ...] | None = None
     max_size: int = 0
     image_pad_value: int | None = None
-    test_scale: tuple[int, int] | None = (2048, 512)
     unknown_label: str = "error"
     num_workers: int = 2
 
@@ -82,7 +64,13 @@ class OptimCfg:
 
 @dataclass
 class TrainCfg:
-    """Iteration-based schedule: linear warmup then poly decay (mmcv ``PolyLrUpdaterHook``)."""
+    """Iteration-based schedule: linear warmup then poly decay (mmcv ``PolyLrUpdaterHook``).
+
+    ``pretrained``: ImageNet backbone weights to start from (official Microsoft Swin ``.pth`` or converted, see
+    :func:`semask.convert.load_imagenet_backbone`). ``cate_weight``, ``ohem_min_kept``, ``class_weight``: the loss
+    settings every model's ``losses`` receives (:class:`semask.losses.base.LossSettings`; the mask heads' loss and
+    matching-cost weights are ``model`` fields).
+    """
 
     max_iters: int = 80000
     batch_size: int = 16
@@ -91,6 +79,7 @@ class TrainCfg:
     power: float = 1.0
     min_lr: float = 0.0
     amp: Amp = "none"  # semask.hardware.amp_decision
+    pretrained: str | None = None
     cate_weight: float = 0.4
     ohem_min_kept: int | None = None
     class_weight: tuple[float, ...] | None = None
@@ -102,30 +91,90 @@ class TrainCfg:
 
 
 @dataclass
-class EvalCfg:
-    """Inference during evaluation: ``whole`` or ``slide`` (crop, stride in pixels), optional ms+flip TTA.
+class InferenceCfg:
+    """How to turn an image into class probabilities.
 
-    TTA scales are ``data.test_scale`` x ``tta_ratios`` (mmseg ``aug_test``), or the explicit (long, short) bounds
-    ``tta_scales`` (detectron2 ``TEST.AUG``: shortest-edge sizes with a fixed max size).
+    Attributes:
+        mode: ``whole`` or ``slide``.
+        crop, stride: slide window and step (h, w) in pixels; positive, stride <= crop in each dimension (as in
+            mmseg ``slide_inference``, which asserts that the windows cover every pixel).
+        scale: keep-ratio test scale (long, short) or None to infer at the original size. FPN models: mmcv
+            ``imrescale`` to that bound; mask-classification models: detectron2 ``ResizeShortestEdge(short,
+            max_size=long)``.
+        tta_ratios: scale ratios for ms TTA (``(1.0,)`` = single scale).
+        tta_scales: explicit keep-ratio (long, short) bounds of the TTA passes, replacing ``scale`` x ratios
+            (detectron2 ``TEST.AUG``: short sides ``MIN_SIZES`` with long side at most ``MAX_SIZE``).
+        flip: add horizontally flipped passes.
+        amp: ``none`` | ``auto`` | ``bf16`` | ``fp16`` (:func:`semask.hardware.amp_decision`).
 
-    ``metric``: the official evaluator whose semantics the scores follow (:mod:`semask.metrics`): ``mmseg``
-    (SeMask-FPN presets) or ``detectron2`` (``SemSegEvaluator``: Mask2Former / MaskFormer / FaPN presets), which
-    differ in the IoU of a class absent from every label map.
+    Raises:
+        ConfigError: an unknown mode, a non-positive crop or stride, or a stride larger than the crop (also
+            checked again when inference starts, after any change of the fields).
     """
 
     mode: str = "whole"
     crop: tuple[int, int] = (512, 512)
     stride: tuple[int, int] = (341, 341)
-    tta_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    scale: tuple[int, int] | None = None
+    tta_ratios: tuple[float, ...] = (1.0,)
     tta_scales: tuple[tuple[int, int], ...] | None = None
-    batch_size: int = 1
+    flip: bool = False
+    amp: Amp = "none"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError unless ``mode`` is whole/slide and the slide window and step are valid."""
+        if self.mode not in ("whole", "slide"):
+            raise ConfigError(f"inference mode must be 'whole' or 'slide', got {self.mode!r}")
+        check_window(self.crop, self.stride)
+
+    def single_scale(self) -> "InferenceCfg":
+        """These settings without TTA: one pass at ``scale``, no flip."""
+        return dataclasses.replace(self, tta_ratios=(1.0,), tta_scales=None, flip=False)
+
+
+def check_window(crop: tuple[int, int], stride: tuple[int, int]) -> None:
+    """Raise ConfigError unless crop and stride are two positive (h, w) sizes with stride <= crop."""
+    if len(crop) != 2 or len(stride) != 2 or min(*crop, *stride) <= 0:
+        raise ConfigError(
+            f"slide crop {tuple(crop)} and stride {tuple(stride)} must be two positive sizes (h, w)"
+        )
+    if stride[0] > crop[0] or stride[1] > crop[1]:
+        raise ConfigError(
+            f"slide stride {tuple(stride)} is larger than the crop {tuple(crop)}: the windows would leave pixels "
+            "uncovered (mmseg slide_inference asserts full coverage); use a stride <= crop"
+        )
+
+
+@dataclass
+class EvalCfg(InferenceCfg):
+    """The preset's test settings: an :class:`InferenceCfg` whose TTA fields hold the official ms(+flip) passes
+    (``semask eval --tta ms-flip``; training validation and plain ``semask eval`` run :meth:`single_scale`), plus
+    ``metric``: the official evaluator the scores follow (:mod:`semask.metrics`): ``mmseg`` (SeMask-FPN presets)
+    or ``detectron2`` (``SemSegEvaluator``: Mask2Former / MaskFormer / FaPN presets), which differ in the IoU of a
+    class absent from every label map. TTA scales are ``scale`` x ``tta_ratios`` (mmseg ``aug_test``) or the
+    explicit bounds ``tta_scales`` (detectron2 ``TEST.AUG``).
+    """
+
+    scale: tuple[int, int] | None = (2048, 512)
+    tta_ratios: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     metric: Metric = "mmseg"
+
+
+def default_model() -> dict[str, Any]:
+    return {"arch": "semask_swin_tiny_fpn", "num_classes": 150}
 
 
 @dataclass
 class ExperimentCfg:
+    """A whole experiment. ``model`` is ``{"arch": ..., **fields}``: a registered architecture and the config fields
+    that differ from its defaults (``semask.create_model(arch, **fields)``), checked against the arch's own config
+    dataclass when set."""
+
     name: str = ""
-    model: ModelCfg = field(default_factory=ModelCfg)
+    model: dict[str, Any] = field(default_factory=default_model)
     data: DataCfg = field(default_factory=DataCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
@@ -141,12 +190,17 @@ class ExperimentCfg:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentCfg":
         """Inverse of :meth:`to_dict`, type-checked. Raises ConfigError on unknown keys or wrong types."""
-        cfg = cls(name=d.get("name", ""))
+        model = d.get("model", default_model())
+        if not isinstance(model, dict) or "arch" not in model:
+            raise ConfigError(f"model: expected {{'arch': ..., **fields}}, got {model!r}")
+        cfg = cls(name=d.get("name", ""), model={})
+        set_value(cfg, "model.arch", model["arch"])
         for section, values in d.items():
             if section == "name":
                 continue
             for key, value in values.items():
-                set_value(cfg, f"{section}.{key}", value)
+                if (section, key) != ("model", "arch"):
+                    set_value(cfg, f"{section}.{key}", value)
         return cfg
 
 
@@ -192,10 +246,40 @@ def set_value(cfg: ExperimentCfg, key: str, value: Any) -> None:
             f"unknown config key {key!r}; use section.field with sections model/data/optim/train/eval"
         )
     section = getattr(cfg, parts[0])
-    hints = typing.get_type_hints(type(section))
+    if parts[0] == "model":
+        hints = model_field_types(value if parts[1] == "arch" else cfg.model["arch"], key)
+    else:
+        hints = typing.get_type_hints(type(section))
     if parts[1] not in hints:
         raise ConfigError(f"unknown config key {key!r}; fields of {parts[0]}: {sorted(hints)}")
-    setattr(section, parts[1], _check(value, hints[parts[1]], key))
+    value = _check(value, hints[parts[1]], key)
+    if parts[0] == "model":
+        section[parts[1]] = value
+    else:
+        setattr(section, parts[1], value)
+
+
+@functools.cache
+def _config_class(arch: str) -> type:
+    from semask.registry import create_model
+
+    with torch.device("meta"):
+        return type(create_model(arch).cfg)
+
+
+def model_field_types(arch: Any, key: str) -> dict[str, Any]:
+    """The annotated fields of registered architecture ``arch``'s config dataclass (built once on the meta device).
+
+    Raises:
+        ConfigError: ``arch`` is not a registered architecture (``key`` names the setting).
+    """
+    from semask.registry import list_models
+
+    if not isinstance(arch, str) or arch not in list_models():
+        raise ConfigError(f"{key}: {arch!r} is not a registered architecture (see `semask list`)")
+    cls = _config_class(arch)
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def apply_overrides(cfg: ExperimentCfg, overrides: list[str]) -> ExperimentCfg:

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 
 from semask.convert import semask_d2, semask_fpn_mmseg, swin_official
-from semask.convert._rules import KeyReport, read_checkpoint
 from semask.convert.swin_official import load_imagenet_backbone
+from semask.data.meta import get_meta
 from semask.errors import ConfigError
-from semask.models.segmenter import SeMaskFPNConfig
-from semask.pretrained import save_weights, write_safetensors
+from semask.models.base import ModelConfig
+from semask.weights import KeyReport, read_checkpoint, save_weights, write_safetensors
 
 SOURCES = {
     "semask-fpn-mmseg": semask_fpn_mmseg.convert,
@@ -36,7 +36,7 @@ def convert_checkpoint(
     num_classes: int | None = None,
     window_size: int | None = None,
     sem_window_size: int | None = None,
-) -> tuple[SeMaskFPNConfig, dict[str, torch.Tensor]]:
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """Convert a loaded checkpoint of format ``source`` (a key of :data:`SOURCES`).
 
     Args:
@@ -70,16 +70,22 @@ def convert_checkpoint(
     )
 
 
+DATASET_OF_CLASSES = {150: "ade20k", 19: "cityscapes", 171: "coco-stuff-10k"}
+"""The dataset whose class names a converted official model gets by default, by its number of classes."""
+
+
 def convert_file(
-    src_path: str | Path, dst_path: str | Path, source: str, **kwargs
-) -> tuple[SeMaskFPNConfig, dict[str, torch.Tensor]]:
+    src_path: str | Path, dst_path: str | Path, source: str, dataset: str | None = None, **kwargs
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """Read ``src_path``, convert it, write ``dst_path`` (``.safetensors``).
 
-    ``semask-fpn-mmseg`` writes a whole model in the :mod:`semask.pretrained` format (weights + sibling
-    ``.json`` config, readable with :func:`semask.pretrained.load_model`). ``swin-imagenet`` writes only the
+    Whole models are written with their sidecar ``.json`` (:func:`semask.weights.save_weights`: config, class
+    names and palette, mean/std, source), readable with :func:`semask.load`. ``swin-imagenet`` writes only the
     ``backbone.*`` weights, for :func:`load_imagenet_backbone` (the model's own config decides the window).
 
     Args:
+        dataset: whose class names and palette the sidecar records (:func:`semask.data.meta.get_meta`); default:
+            by the number of classes (:data:`DATASET_OF_CLASSES`), none for other counts.
         kwargs: the keyword options of :func:`convert_checkpoint`.
 
     Returns:
@@ -91,8 +97,22 @@ def convert_file(
     cfg, sd = convert_checkpoint(source, read_checkpoint(src_path), **kwargs)
     if source == "swin-imagenet":
         write_safetensors(sd, dst_path)
-    else:
-        save_weights(cfg, sd, dst_path)
+        return cfg, sd
+    dataset = dataset or DATASET_OF_CLASSES.get(cfg.num_classes)
+    meta = None if dataset is None else get_meta(dataset)
+    if meta is not None and meta.num_classes != cfg.num_classes:
+        raise ConfigError(
+            f"--dataset {dataset} has {meta.num_classes} classes but the weights {cfg.num_classes}"
+        )
+    save_weights(
+        cfg.to_dict(),
+        sd,
+        dst_path,
+        classes=None if meta is None else meta.classes,
+        palette=None if meta is None else meta.palette,
+        source=f"{Path(src_path).name} (semask convert --from {source})",
+        dataset=dataset,
+    )
     return cfg, sd
 
 

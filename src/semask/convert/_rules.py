@@ -1,5 +1,5 @@
-"""Converter machinery shared by every source format: regex key rules, key/shape reports, and (re-exported from
-:mod:`semask.engine.checkpoint`) the one safe checkpoint reader.
+"""Converter machinery shared by every source format: regex key rules and Swin table handling (the key/shape
+report is :class:`semask.weights.KeyReport`, the safe reader :func:`semask.weights.read_checkpoint`).
 
 Conversion is explicit (DESIGN 'convert/'): a few regex rules rename keys, and every checkpoint key left without a
 model counterpart, every required model key left uncovered and every shape mismatch is reported at once.
@@ -8,16 +8,13 @@ model counterpart, every required model key left uncovered and every shape misma
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from semask.backbones.swin import relative_position_index
-from semask.engine.checkpoint import read_checkpoint  # noqa: F401  (the one safe reader, re-exported)
 from semask.errors import CheckpointError
-from semask.models.segmenter import SeMaskFPN, SeMaskFPNConfig
+from semask.layers.window_attention import relative_position_index
 
 Rule = tuple[str, str | Callable[[re.Match], str]]
 
@@ -100,64 +97,6 @@ def resize_relative_position_tables(sd: dict[str, torch.Tensor], window: int) ->
         sd[key] = grid.reshape(heads, s2 * s2).permute(1, 0).contiguous().to(table.dtype)  # (S2^2, nH)
         resized.append(key)
     return resized
-
-
-def meta_shapes(cfg: SeMaskFPNConfig) -> dict[str, torch.Size]:
-    """State-dict shapes of ``SeMaskFPN(cfg)``, built on the meta device (no memory, no init cost)."""
-    with torch.device("meta"):
-        model = SeMaskFPN(cfg)
-    return {k: v.shape for k, v in model.state_dict().items()}
-
-
-@dataclass
-class KeyReport:
-    """Outcome of matching a converted state dict against a model.
-
-    Attributes:
-        unmapped: checkpoint keys with no model counterpart.
-        missing: required model keys the checkpoint does not provide.
-        mismatched: ``"key: checkpoint (..) vs model (..)"`` for shape mismatches.
-        not_loaded: optional model keys the checkpoint does not provide (they keep their init).
-    """
-
-    unmapped: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    not_loaded: list[str] = field(default_factory=list)
-
-    def raise_if_bad(self, what: str) -> None:
-        """Raises CheckpointError listing every unmapped, missing and mismatched key (``what`` names the source)."""
-        parts = [
-            f"{len(keys)} {label}:\n  " + "\n  ".join(keys)
-            for label, keys in (
-                ("unmapped checkpoint keys", self.unmapped),
-                ("missing model keys", self.missing),
-                ("shape mismatches", self.mismatched),
-            )
-            if keys
-        ]
-        if parts:
-            raise CheckpointError(f"{what} does not fit the model:\n" + "\n".join(parts))
-
-
-def compare_keys(
-    sd: Mapping[str, torch.Tensor],
-    expected: Mapping[str, torch.Size],
-    required: Callable[[str], bool] = lambda key: True,
-) -> KeyReport:
-    """Match ``sd`` against model shapes ``expected``; model keys failing ``required`` may be absent."""
-    report = KeyReport()
-    for key, value in sd.items():
-        if key not in expected:
-            report.unmapped.append(key)
-        elif value.shape != expected[key]:
-            report.mismatched.append(
-                f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key])}"
-            )
-    for key in expected:
-        if key not in sd:
-            (report.missing if required(key) else report.not_loaded).append(key)
-    return report
 
 
 def check_requested(cfg: object, **requested: int | None) -> None:

@@ -22,9 +22,10 @@ from collections.abc import Callable
 import torch
 
 from semask.backbones.mit import SeMaskMiT
-from semask.convert._rules import KeyReport, Rule, compare_keys, rename, unwrap_state_dict
+from semask.convert._rules import Rule, rename, unwrap_state_dict
 from semask.decoders.segformer_head import SegFormerHead
 from semask.errors import CheckpointError
+from semask.weights.keys import KeyReport, compare_keys
 
 _OFFICIAL_DEAD = re.compile(r"^decode_head\.conv_seg\.")
 _IMAGENET_HEAD = re.compile(r"^(head|classifier)\.")
@@ -150,7 +151,7 @@ def convert_mit_imagenet(ckpt: dict) -> tuple[dict[str, torch.Tensor], KeyReport
 
 def convert_segformer_official(ckpt: dict) -> tuple[dict[str, torch.Tensor], KeyReport]:
     """Official SegFormer checkpoint (``{"state_dict": ...}``) -> the keys of
-    :class:`~semask.models.segformer.SegFormer`; the dead ``decode_head.conv_seg.*`` is dropped.
+    :class:`~semask.models.segmenter.Segmenter` (``segformer_mit_b*``); the dead ``decode_head.conv_seg.*`` is dropped.
 
     Raises:
         CheckpointError: no tensors, or the architecture cannot be read.

@@ -1,5 +1,5 @@
 """Official SeMask detectron2 checkpoints (``SeMask-Mask2Former``, ``SeMask-MaskFormer``, ``SeMask-FAPN``'s FaPN
-and MSFaPN Mask2Former) -> strict-loading :class:`~semask.models.semask_m2f.SeMaskM2F` models.
+and MSFaPN Mask2Former) -> strict-loading :class:`~semask.models.segmenter.Segmenter` models.
 
 Input (SPEC A4): ``DetectionCheckpointer`` files ``{'model': state_dict, ...}`` with ``backbone.*``,
 ``sem_seg_head.{pixel_decoder,predictor}.*`` and ``criterion.empty_weight``. Our module names equal the official
@@ -25,20 +25,24 @@ import torch
 from semask.convert._rules import (
     Rule,
     check_requested,
-    compare_keys,
     pop_relative_position_index,
     rename,
     unwrap_state_dict,
 )
 from semask.convert.swin_official import infer_swin_arch
+from semask.decoders.maskformer.head import MASKFORMER_HEAD
 from semask.errors import CheckpointError
-from semask.models.semask_m2f import (
-    DECODERS,
-    MASKFORMER_HEAD,
-    SeMaskM2F,
-    SeMaskM2FConfig,
-    project_semantic_layout,
-)
+from semask.models.base import ModelConfig, model_config_class
+from semask.models.zoo import project_semantic_layout
+from semask.weights.keys import compare_keys, meta_shapes
+
+# project -> (registered decoder, name)
+DECODERS = {
+    "mask2former": ("mask2former", "Mask2Former"),
+    "maskformer": ("maskformer", "MaskFormer"),
+    "fapn": ("fapn_m2f", "FaPN Mask2Former"),
+    "msfapn": ("msfapn_m2f", "MSFaPN Mask2Former"),
+}
 
 logger = logging.getLogger("semask.convert")
 
@@ -99,8 +103,8 @@ def infer_config(
     decoder: str,
     semantic_attention: tuple[str, ...] | None = None,
     sem_window_size: int | None = None,
-) -> SeMaskM2FConfig:
-    """The :class:`SeMaskM2FConfig` of an official detectron2 state dict (keys already renamed).
+) -> ModelConfig:
+    """The model config of an official detectron2 state dict (keys already renamed).
 
     Read from shapes: the Swin size, K (``class_embed`` rows - 1, checked against the priors' ``mlp_cls_q``),
     N_S, lambda, the head widths, queries, FFN widths and layer counts, MSDeformAttn points (for 8 heads).
@@ -138,7 +142,9 @@ def infer_config(
         mask_dim=mask_dim,
         conv_dim=conv_dim,
     )
-    cfg = SeMaskM2FConfig(**arch, **head, decoder=decoder, arch=f"semask_swin_{DECODERS[decoder][0]}")
+    registered = DECODERS[decoder][0]
+    arch_name = f"semask_swin_{'m2f' if registered == 'mask2former' else registered}"
+    cfg = model_config_class("swin", registered)(**arch, **head, weight_init="d2", arch=arch_name)
     if decoder == "maskformer":
         layers = _count(sd, _PR + "transformer.decoder.layers.")
         cfg = replace(cfg, **(MASKFORMER_HEAD | dict(dim_feedforward=shape(_MF_FFN)[0], dec_layers=layers)))
@@ -174,18 +180,11 @@ def infer_config(
         )
     return replace(
         cfg,
-        semantic_attention=semantic_attention or project_semantic_layout(decoder, num_classes),
+        semantic_attention=semantic_attention or project_semantic_layout(registered, num_classes),
         sem_window_size=sem_window_size,
         num_sem_blocks=_count(sd, "backbone.layers.0.semantic_layer.class_injection."),
         use_gamma=any(k.endswith(".gamma") for k in sd),
     )
-
-
-def meta_shapes(cfg: SeMaskM2FConfig) -> dict[str, torch.Size]:
-    """State-dict shapes of ``SeMaskM2F(cfg)``, built on the meta device (no memory, no init cost)."""
-    with torch.device("meta"):
-        model = SeMaskM2F(cfg)
-    return {k: v.shape for k, v in model.state_dict().items()}
 
 
 def convert_d2(
@@ -196,9 +195,9 @@ def convert_d2(
     num_classes: int | None = None,
     window_size: int | None = None,
     sem_window_size: int | None = None,
-) -> tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]:
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """Convert an official SeMask detectron2 checkpoint of ``decoder`` ("mask2former", "maskformer", "fapn",
-    "msfapn"); the result loads into ``SeMaskM2F(cfg)`` strictly.
+    "msfapn"); the result loads into ``build_model(cfg)`` strictly.
 
     Args:
         ckpt: ``{'model': state_dict, ...}`` or a bare state dict (``module.`` prefixes allowed).
@@ -223,8 +222,8 @@ def convert_d2(
     return cfg, sd
 
 
-def _converter(decoder: str, project: str) -> Callable[..., tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]]:
-    def convert(ckpt: dict, **options) -> tuple[SeMaskM2FConfig, dict[str, torch.Tensor]]:
+def _converter(decoder: str, project: str) -> Callable[..., tuple[ModelConfig, dict[str, torch.Tensor]]]:
+    def convert(ckpt: dict, **options) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
         return convert_d2(ckpt, decoder, **options)
 
     convert.__doc__ = (

@@ -14,14 +14,13 @@ import torch
 
 from semask.convert._rules import (
     check_requested,
-    compare_keys,
-    meta_shapes,
     pop_relative_position_index,
     unwrap_state_dict,
 )
 from semask.convert.swin_official import infer_swin_arch
 from semask.errors import CheckpointError
-from semask.models.segmenter import SeMaskFPNConfig, official_semantic_layout
+from semask.models.zoo import SeMaskFPNConfig, official_semantic_layout
+from semask.weights.keys import compare_keys, meta_shapes
 
 logger = logging.getLogger("semask.convert")
 
@@ -88,7 +87,7 @@ def convert(
     window_size: int | None = None,
     sem_window_size: int | None = None,
 ) -> tuple[SeMaskFPNConfig, dict[str, torch.Tensor]]:
-    """Convert an official SeMask-FPN checkpoint; the result loads into ``SeMaskFPN(cfg)`` with ``strict=True``.
+    """Convert an official SeMask-FPN checkpoint; the result loads into ``build_model(cfg)`` with ``strict=True``.
 
     Args:
         ckpt: mmcv ``{'meta', 'state_dict'}`` or a bare state dict (``module.`` prefixes allowed).

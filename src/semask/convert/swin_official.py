@@ -12,21 +12,20 @@ import re
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from semask.convert._rules import (
-    KeyReport,
     Rule,
-    compare_keys,
-    meta_shapes,
     pop_relative_position_index,
-    read_checkpoint,
     rename,
     resize_relative_position_tables,
     unwrap_state_dict,
     window_from_table,
 )
 from semask.errors import CheckpointError
-from semask.models.segmenter import SeMaskFPN, SeMaskFPNConfig, official_semantic_layout
+from semask.models.zoo import SeMaskFPNConfig, official_semantic_layout
+from semask.weights.files import read_checkpoint
+from semask.weights.keys import KeyReport, compare_keys, meta_shapes
 
 logger = logging.getLogger("semask.convert")
 
@@ -126,7 +125,7 @@ def convert(
 
     Returns:
         ``(cfg, sd)``: the config the backbone weights are meant for, and the ``backbone.*`` Swin weights,
-        which cover every Swin block key of ``SeMaskFPN(cfg)`` (load them with ``strict=False``, or use
+        which cover every Swin block key of ``build_model(cfg)`` (load them with ``strict=False``, or use
         :func:`load_imagenet_backbone`).
 
     Raises:
@@ -134,8 +133,9 @@ def convert(
     """
     sd = convert_state_dict(unwrap_state_dict(ckpt), window_size)
     arch = infer_swin_arch(sd, "backbone.")
-    num_classes = num_classes or SeMaskFPNConfig.num_classes
+    num_classes = num_classes or 150
     cfg = SeMaskFPNConfig(
+        arch="semask_swin_fpn",
         **arch,
         sem_window_size=sem_window_size or arch["window_size"],
         num_classes=num_classes,
@@ -145,7 +145,7 @@ def convert(
     return cfg, sd
 
 
-def load_imagenet_backbone(model: SeMaskFPN, path: str | Path) -> KeyReport:
+def load_imagenet_backbone(model: nn.Module, path: str | Path) -> KeyReport:
     """Load Swin ImageNet weights into ``model.backbone`` as the official FPN init does (SPEC 0 'Init', A4).
 
     Args:

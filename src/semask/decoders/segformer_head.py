@@ -6,12 +6,18 @@ names equal its ``decode_head.*`` keys, except that the official ``conv_seg`` (c
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from semask.decoders.semantic_fpn import ConvBNReLU, resize_to
+from semask.decoders.base import Decoder, SegOutput
+from semask.decoders.priors import FPNPriorDecoder
+from semask.layers.conv import ConvBNReLU
 from semask.layers.onednn import Linear
+from semask.layers.resize import resize_to
+from semask.losses.fpn import SemanticCELoss
+from semask.registry import DECODERS, register_part
 
 
 class MLP(nn.Module):
@@ -26,7 +32,7 @@ class MLP(nn.Module):
         return self.proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class SegFormerHead(nn.Module):
+class SegFormerHead(Decoder):
     """Project each stage to E channels, resize to stride 4, concat [c4, c3, c2, c1], fuse, classify.
 
     ``linear_c{i}`` = Linear(C_i, E) per pixel; c4, c3, c2 are resized bilinearly (align_corners=False, fixed in
@@ -45,6 +51,7 @@ class SegFormerHead(nn.Module):
         self, in_channels: Sequence[int], num_classes: int, embed_dim: int = 256, dropout: float = 0.1
     ) -> None:
         super().__init__()
+        self.num_classes = num_classes
         if len(in_channels) != 4:
             raise ValueError(f"in_channels needs 4 entries (one per stage), got {in_channels!r}")
         for i, c in enumerate(in_channels, start=1):
@@ -53,14 +60,36 @@ class SegFormerHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: Sequence[torch.Tensor]) -> SegOutput:
         """Args:
             features: 4 x (B, C_i, h_i, w_i), stage 0 at stride 4.
 
         Returns:
-            (B, K, h_0, w_0) logits.
+            :class:`SegOutput` with (B, K, h_0, w_0) logits.
         """
         size = features[0].shape[2:]
         maps = [getattr(self, f"linear_c{i}")(x) for i, x in enumerate(features, start=1)]  # (B, E, h_i, w_i)
         fused = torch.cat([resize_to(m, size) for m in maps[:0:-1]] + [maps[0]], dim=1)  # (B, 4E, h_0, w_0)
-        return self.linear_pred(self.dropout(self.linear_fuse(fused)))
+        return SegOutput(self.linear_pred(self.dropout(self.linear_fuse(fused))))
+
+    def dense(self, outputs: SegOutput, image_size: tuple[int, int]) -> torch.Tensor:
+        """(B, K, h_0, w_0) logits at stride 4."""
+        return outputs.logits
+
+
+@dataclass
+class SegFormerHeadConfig:
+    """SegFormer head fields: ``decoder_channels`` E (official 256 for B0/B1, 768 for B2-B5), ``dropout`` (0.1)."""
+
+    decoder_channels: int = 256
+    dropout: float = 0.1
+
+
+@register_part(DECODERS, "segformer_head", SegFormerHeadConfig)
+def build_segformer_head(
+    cfg: SegFormerHeadConfig, channels: Sequence[int], strides: Sequence[int], num_classes: int
+):
+    """(decoder, criterion, prior decoder): the official head, the CE loss (``loss_seg`` = our ``loss_ce``), and
+    the FPN-style prior decoder for SeMask-MiT."""
+    head = SegFormerHead(channels, num_classes, cfg.decoder_channels, cfg.dropout)
+    return head, SemanticCELoss(), FPNPriorDecoder(strides)

@@ -7,54 +7,29 @@ has a scale head on the raw backbone features. Module names equal the official `
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from semask.decoders.base import Decoder, SegOutput
+from semask.decoders.priors import FPNPriorDecoder
+from semask.layers.conv import ConvBNReLU
 from semask.layers.impl import get_impl
-from semask.layers.onednn import fused_conv_bn_relu
-
-
-class ConvBNReLU(nn.Module):
-    """mmcv ``ConvModule``: Conv k x k (no bias, 'same' padding) -> BatchNorm2d -> ReLU, with kaiming(fan_out)
-    conv init (k = 3 in the FPN scale heads, 1 in SegFormer's ``linear_fuse``)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.activate = nn.ReLU(inplace=True)
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> (B, C_out, H, W); one fused kernel where :func:`fused_conv_bn_relu` applies."""
-        y = fused_conv_bn_relu(x, self.conv, self.bn)
-        return self.activate(self.bn(self.conv(x))) if y is None else y
-
-
-def _up2(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-
-
-def resize_to(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    """Bilinear resize (align_corners=False) of (B, C, h, w) to ``size``. ``fast`` skips a resize to the same size
-    (an exact identity: every output pixel samples its own source pixel); ``reference`` runs it as the official
-    code does."""
-    if x.shape[-2:] == size and get_impl() == "fast":
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+from semask.layers.resize import resize_to, up2
+from semask.losses.fpn import SemanticCELoss
+from semask.registry import DECODERS, register_part
 
 
 class Upsample2x(nn.Module):
     """Bilinear x2 upsampling, align_corners=False (mmseg ``Upsample``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _up2(x)
+        return up2(x)
 
 
-class SemanticFPNHead(nn.Module):
-    """Per-stage scale heads summed at stride 4, Dropout2d, 1x1 classifier; plus the prior decoder.
+class SemanticFPNHead(Decoder):
+    """Per-stage scale heads summed at stride 4, Dropout2d, 1x1 classifier.
 
     ``scale_heads[i]`` repeats max(1, log2(s_i/4)) x [ConvBNReLU, Upsample2x (when s_i != 4)].
 
@@ -75,10 +50,11 @@ class SemanticFPNHead(nn.Module):
         strides: Sequence[int] = (4, 8, 16, 32),
     ) -> None:
         super().__init__()
-        self.prior_steps = [int(math.log2(s // strides[0])) for s in strides]
+        self.num_classes = num_classes
+        steps_of = [int(math.log2(s // strides[0])) for s in strides]
         self.scale_heads = nn.ModuleList()
         for c_in, s in zip(in_channels, strides, strict=True):
-            steps = max(1, self.prior_steps[len(self.scale_heads)])
+            steps = max(1, steps_of[len(self.scale_heads)])
             layers: list[nn.Module] = []
             for k in range(steps):
                 layers.append(ConvBNReLU(c_in if k == 0 else channels, channels))
@@ -90,43 +66,54 @@ class SemanticFPNHead(nn.Module):
         nn.init.normal_(self.conv_seg.weight, std=0.01)
         nn.init.zeros_(self.conv_seg.bias)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: Sequence[torch.Tensor]) -> SegOutput:
         """Args:
             features: 4 x (B, C_i, H/s_i, W/s_i).
 
         Returns:
-            (B, K, h0, w0) logits at the stride-4 size of ``features[0]``.
+            :class:`SegOutput` with (B, K, h0, w0) logits at the stride-4 size of ``features[0]``.
         """
-        out = self.scale_heads[0](features[0])
-        heads = list(zip(self.scale_heads[1:], features[1:], strict=True))
-        if get_impl() == "reference":
-            for head, x in heads:
-                out = out + resize_to(head(x), out.shape[2:])
-            return self.conv_seg(self.dropout(out))
-        # fast: heads 1-3 end in Upsample2x, and bilinear resizing is linear, so the maps before it are summed
-        # first where their sizes agree: one x2 upsampling (and one add at stride 4) instead of three
-        low = [head[:-1](x) for head, x in heads]  # (B, channels, 2*h0', 2*w0') each, before the last x2
-        if all(t.shape == low[0].shape for t in low):
-            low = [functools.reduce(torch.add, low)]
-        for t in low:
-            out = out + resize_to(_up2(t), out.shape[2:])
-        return self.conv_seg(self.dropout(out))
+        out = sum_scale_heads(self.scale_heads, features)
+        return SegOutput(self.conv_seg(self.dropout(out)))
 
-    def decode_priors(self, semantic_maps: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Parameter-free prior decoder (official ``cls_scale_heads``).
+    def dense(self, outputs: SegOutput, image_size: tuple[int, int]) -> torch.Tensor:
+        """(B, K, h0, w0) logits at stride 4."""
+        return outputs.logits
 
-        Stage i's map goes through log2(s_i/4) separate bilinear x2 steps, is resized to stage 0's size and
-        summed (a single direct resize differs by 0.1-0.2, SPEC A1).
 
-        Args:
-            semantic_maps: 4 x (B, K, H/s_i, W/s_i) prior logits.
+def sum_scale_heads(heads: nn.ModuleList, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum_i resize(scale_heads[i](features[i])) at stage 0's size: (B, channels, h0, w0).
 
-        Returns:
-            (B, K, h0, w0).
-        """
-        out = semantic_maps[0]
-        for steps, x in zip(self.prior_steps[1:], semantic_maps[1:], strict=True):
-            for _ in range(steps):
-                x = _up2(x)
-            out = out + resize_to(x, out.shape[2:])
+    ``reference`` runs each head as the official code does. ``fast``: heads 1-3 end in Upsample2x, and bilinear
+    resizing is linear, so the maps before it are summed first where their sizes agree: one x2 upsampling (and one
+    add at stride 4) instead of three.
+    """
+    out = heads[0](features[0])
+    pairs = list(zip(heads[1:], features[1:], strict=True))
+    if get_impl() == "reference":
+        for head, x in pairs:
+            out = out + resize_to(head(x), out.shape[2:])
         return out
+    low = [head[:-1](x) for head, x in pairs]  # (B, channels, 2*h0', 2*w0') each, before the last x2
+    if all(t.shape == low[0].shape for t in low):
+        low = [functools.reduce(torch.add, low)]
+    for t in low:
+        out = out + resize_to(up2(t), out.shape[2:])
+    return out
+
+
+@dataclass
+class SemanticFPNConfig:
+    """Semantic-FPN decoder fields: ``decoder_channels`` (official 256), ``dropout`` before ``conv_seg`` (0.1)."""
+
+    decoder_channels: int = 256
+    dropout: float = 0.1
+
+
+@register_part(DECODERS, "semantic_fpn", SemanticFPNConfig)
+def build_semantic_fpn(
+    cfg: SemanticFPNConfig, channels: Sequence[int], strides: Sequence[int], num_classes: int
+):
+    """(decoder, criterion, prior decoder) of SeMask-FPN (official ``BranchFPNHead``)."""
+    head = SemanticFPNHead(channels, num_classes, cfg.decoder_channels, cfg.dropout, strides)
+    return head, SemanticCELoss(), FPNPriorDecoder(strides)

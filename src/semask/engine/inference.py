@@ -8,18 +8,15 @@ detectron2 (``ResizeShortestEdge`` with PIL on the uint8 image, ``sem_seg_postpr
 """
 
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from semask.configs.schema import InferenceCfg, check_window
 from semask.data.transforms import inference_resize, inference_size, normalize
-from semask.errors import ConfigError
 from semask.hardware import resolve_amp
-from semask.layers.impl import get_impl
+from semask.models.segmenter import Segmenter
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -37,20 +34,21 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 
 def slide_logits(
-    model: nn.Module, img: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]
+    model: Segmenter, img: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]
 ) -> torch.Tensor:
-    """Sliding-window logits (mmseg ``slide_inference``): overlapping crops, logits averaged.
+    """Sliding-window inference (mmseg ``slide_inference``): overlapping crops, their :meth:`Segmenter.predict`
+    maps (logits or scores, as ``model.output_kind``) averaged.
 
     Args:
         img: (B, 3, H, W) normalised; crop, stride: (h, w) in pixels, stride <= crop.
 
     Returns:
-        (B, K, H, W) float32 logits.
+        (B, K, H, W) float32 maps.
 
     Raises:
         ConfigError: a non-positive crop or stride, or a stride larger than the crop (pixels left uncovered).
     """
-    _check_window(crop, stride)
+    check_window(crop, stride)
     b, _, h, w = img.shape
     (ch, cw), (sh, sw) = crop, stride
     rows = max(h - ch + sh - 1, 0) // sh + 1
@@ -60,7 +58,7 @@ def slide_logits(
         for c in range(cols):
             y2, x2 = min(r * sh + ch, h), min(c * sw + cw, w)
             y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
-            out = model.predict_logits(img[:, :, y1:y2, x1:x2]).float()  # (B, K, y2-y1, x2-x1)
+            out = model.predict(img[:, :, y1:y2, x1:x2]).float()  # (B, K, y2-y1, x2-x1)
             if logits is None:
                 logits = img.new_zeros((b, out.shape[1], h, w), dtype=torch.float32)
                 count = img.new_zeros((1, 1, h, w), dtype=torch.float32)
@@ -69,67 +67,8 @@ def slide_logits(
     return logits / count
 
 
-@dataclass
-class InferenceCfg:
-    """How to turn an image into class probabilities.
-
-    Attributes:
-        mode: ``whole`` or ``slide``.
-        crop, stride: slide window and step (h, w) in pixels; positive, stride <= crop in each dimension (as in
-            mmseg ``slide_inference``, which asserts that the windows cover every pixel).
-        scale: keep-ratio test scale (long, short) or None to infer at the original size. FPN models: mmcv
-            ``imrescale`` to that bound; mask-classification models: detectron2 ``ResizeShortestEdge(short,
-            max_size=long)``.
-        tta_ratios: scale ratios for ms TTA (``(1.0,)`` = single scale).
-        tta_scales: explicit keep-ratio (long, short) bounds of the TTA passes, replacing ``scale`` x ratios
-            (detectron2 ``TEST.AUG``: short sides ``MIN_SIZES`` with long side at most ``MAX_SIZE``).
-        flip: add horizontally flipped passes.
-        amp: ``none`` | ``auto`` | ``bf16`` | ``fp16`` (:func:`semask.hardware.amp_decision`).
-
-    Raises:
-        ConfigError: an unknown mode, a non-positive crop or stride, or a stride larger than the crop (also
-            checked again when inference starts, after any change of the fields).
-    """
-
-    mode: str = "whole"
-    crop: tuple[int, int] = (512, 512)
-    stride: tuple[int, int] = (341, 341)
-    scale: tuple[int, int] | None = None
-    tta_ratios: Sequence[float] = (1.0,)
-    tta_scales: Sequence[tuple[int, int]] | None = None
-    flip: bool = False
-    amp: str = "none"
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ConfigError unless ``mode`` is whole/slide and the slide window and step are valid."""
-        if self.mode not in ("whole", "slide"):
-            raise ConfigError(f"inference mode must be 'whole' or 'slide', got {self.mode!r}")
-        _check_window(self.crop, self.stride)
-
-
-def _check_window(crop: tuple[int, int], stride: tuple[int, int]) -> None:
-    if len(crop) != 2 or len(stride) != 2 or min(*crop, *stride) <= 0:
-        raise ConfigError(
-            f"slide crop {tuple(crop)} and stride {tuple(stride)} must be two positive sizes (h, w)"
-        )
-    if stride[0] > crop[0] or stride[1] > crop[1]:
-        raise ConfigError(
-            f"slide stride {tuple(stride)} is larger than the crop {tuple(crop)}: the windows would leave pixels "
-            "uncovered (mmseg slide_inference asserts full coverage); use a stride <= crop"
-        )
-
-
-def pipeline_of(model: nn.Module) -> str:
-    """The official test pipeline a model follows: ``detectron2`` for the mask-classification models (their
-    ``scores_not_logits``: Mask2Former / MaskFormer / FaPN, evaluated by detectron2), else ``mmseg`` (FPN)."""
-    return "detectron2" if getattr(model, "scores_not_logits", False) else "mmseg"
-
-
 def _pass_sizes(
-    model: nn.Module, h: int, w: int, cfg: InferenceCfg
+    model: Segmenter, h: int, w: int, cfg: InferenceCfg
 ) -> tuple[tuple[int, int], list[tuple[int, int]]]:
     """(h, w) of the test-resized image and of every TTA pass, for an (h, w) input, in the official test pipeline of
     the model's family (:func:`pipeline_of`):
@@ -139,7 +78,7 @@ def _pass_sizes(
     - ``detectron2``: the test mapper's ``ResizeShortestEdge`` to ``scale``, then each pass resizes that image
       again to its bound, as ``DatasetMapperTTA`` does with the test-resized image.
     """
-    pipeline = pipeline_of(model)
+    pipeline = model.test_pipeline
     base = (h, w) if pipeline == "mmseg" or cfg.scale is None else inference_size(h, w, cfg.scale, pipeline)
     scale = cfg.scale or (h, w)
     bounds = cfg.tta_scales or [(int(scale[0] * r), int(scale[1] * r)) for r in cfg.tta_ratios]
@@ -147,7 +86,7 @@ def _pass_sizes(
 
 
 def _pass_inputs(
-    model: nn.Module, images: torch.Tensor | np.ndarray, cfg: InferenceCfg
+    model: Segmenter, images: torch.Tensor | np.ndarray, cfg: InferenceCfg
 ) -> tuple[list[torch.Tensor], tuple[int, int]]:
     """Normalised (B, 3, h_i, w_i) input of every TTA pass (before flipping) and the output size (H, W).
 
@@ -167,18 +106,18 @@ def _pass_inputs(
                 "uint8 image before normalising: give the (H, W, 3) uint8 image instead of a normalised tensor"
             )
         return [images] * len(sizes), (h, w)
-    pipeline, device = pipeline_of(model), next(model.parameters()).device
+    pipeline, device = model.test_pipeline, next(model.parameters()).device
     base_image = inference_resize(images, base, pipeline)
     return [normalize_image(inference_resize(base_image, size, pipeline), device) for size in sizes], (h, w)
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, images: torch.Tensor | np.ndarray, cfg: InferenceCfg) -> torch.Tensor:
+def predict_probs(model: Segmenter, images: torch.Tensor | np.ndarray, cfg: InferenceCfg) -> torch.Tensor:
     """Class probabilities at the input size, averaged over the TTA passes.
 
     FPN models reproduce mmseg 0.11 ``EncoderDecoder.aug_test``: each pass (see :func:`_pass_inputs`) infers whole
     or slide at its size, resizes the *logits* to (H, W) (bilinear, ``inference(rescale=True)``), takes the
-    softmax and un-flips. Mask-classification models (``scores_not_logits``) reproduce detectron2
+    softmax and un-flips. Mask-classification models (``output_kind == "scores"``) reproduce detectron2
     ``SemanticSegmentorWithTTA``: their class scores are resized to (H, W) (``sem_seg_postprocess``) and un-flipped,
     without a softmax. The maps are averaged.
 
@@ -203,11 +142,11 @@ def predict_probs(model: nn.Module, images: torch.Tensor | np.ndarray, cfg: Infe
                 if cfg.mode == "slide":
                     out = slide_logits(model, xi, cfg.crop, cfg.stride)
                 else:
-                    out = model.predict_logits(xi)
+                    out = model.predict(xi)
             out = out.float()
             if out.shape[-2:] != size:
                 out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-            probs = out if getattr(model, "scores_not_logits", False) else out.softmax(dim=1)
+            probs = out.softmax(dim=1) if model.output_kind == "logits" else out
             probs = probs.flip(-1) if flip else probs
             total = probs if total is None else total + probs
     return total / (len(passes) * (2 if cfg.flip else 1))
@@ -246,14 +185,14 @@ def upsampled_argmax(
 
 
 @torch.no_grad()
-def predict_labels(model: nn.Module, images: torch.Tensor | np.ndarray, cfg: InferenceCfg) -> torch.Tensor:
+def predict_labels(model: Segmenter, images: torch.Tensor | np.ndarray, cfg: InferenceCfg) -> torch.Tensor:
     """Class map at the input size: the argmax over classes of :func:`predict_probs` (mmseg ``simple_test`` /
     ``aug_test``; detectron2 ``SemSegEvaluator.process`` takes the argmax of ``sem_seg``).
 
-    With the ``fast`` implementation, a single whole-image pass at the input size (no flip, no rescale) of a
-    model with ``decode_logits`` (the FPN models) takes the argmax of the resized logits chunk by chunk
-    (:func:`upsampled_argmax`); the (B, K, H, W) logits and probabilities are never built. The softmax does not
-    change the argmax.
+    A single whole-image pass at the input size (no flip, no rescale) of a model whose decoder outputs logits
+    below the input resolution (``output_stride`` > 1: the mmseg heads) takes the argmax of the resized logits
+    chunk by chunk (:func:`upsampled_argmax`); the (B, K, H, W) logits and probabilities are never built. The
+    softmax does not change the argmax.
 
     Args:
         images: as :func:`predict_probs`.
@@ -266,11 +205,11 @@ def predict_labels(model: nn.Module, images: torch.Tensor | np.ndarray, cfg: Inf
     """
     h, w = images.shape[-2:] if isinstance(images, torch.Tensor) else images.shape[:2]
     single_pass = cfg.mode == "whole" and not cfg.flip and _pass_sizes(model, h, w, cfg) == ((h, w), [(h, w)])
-    if single_pass and get_impl() == "fast" and hasattr(model, "decode_logits"):
+    if single_pass and model.output_kind == "logits" and model.decoder.output_stride > 1:
         cfg.validate()
         (x,), _ = _pass_inputs(model, images, cfg)
         with autocast(x.device, cfg.amp):
-            return upsampled_argmax(model.decode_logits(x), (h, w))
+            return upsampled_argmax(model.decode(x), (h, w))
     return predict_probs(model, images, cfg).argmax(1)
 
 
@@ -283,12 +222,12 @@ class Predictor:
     """Single-image inference in memory: raw RGB array (or path) in, (H, W) class map out.
 
     Args:
-        model: a segmenter with ``predict_logits`` (e.g. :class:`semask.SeMaskFPN`).
+        model: a :class:`~semask.models.segmenter.Segmenter`.
         cfg: inference settings (whole/slide, TTA, amp).
         device: where to run.
     """
 
-    def __init__(self, model: nn.Module, cfg: InferenceCfg | None = None, device: str = "cpu") -> None:
+    def __init__(self, model: Segmenter, cfg: InferenceCfg | None = None, device: str = "cpu") -> None:
         self.model = model.to(device).eval()
         self.cfg = cfg or InferenceCfg()
         self.device = torch.device(device)

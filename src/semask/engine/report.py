@@ -41,8 +41,8 @@ def header(
         "dataset": f"{d.dataset} in {d.root}",
         "splits": f"{len(train_set)} {d.train_split} images, {len(val_set)} {d.val_split} images",
         "classes": f"{len(classes)}: {', '.join(classes[:8])}{', ...' if len(classes) > 8 else ''}",
-        "model": f"{cfg.model.arch}, {params / 1e6:.2f} M parameters"
-        + (f", ImageNet weights {cfg.model.pretrained}" if cfg.model.pretrained else ", from scratch"),
+        "model": f"{cfg.model['arch']}, {params / 1e6:.2f} M parameters"
+        + (f", ImageNet weights {t.pretrained}" if t.pretrained else ", from scratch"),
         "device": f"{device}{procs}",
         "precision": why,
         "batch": f"{t.batch_size} crops of {d.crop_size[0]}x{d.crop_size[1]}",

@@ -1,15 +1,15 @@
 """Run-time choice between the two implementations of the same network math.
 
 ``reference`` is the plain transcription of the official code (SPEC A2): explicit ``softmax(Q K^T) V``, window
-partition by pad/roll/reshape, shift masks built on every forward, contiguous NCHW features, the full head
-forward (prior decoder included) at inference; it is also the path that exports to ONNX.
+partition by pad/roll/reshape, shift masks built on every forward, contiguous NCHW features; it is also the path
+that exports to ONNX.
 ``fast`` (the default) computes the same math with cached window indices and shift masks, fused
 ``scaled_dot_product_attention`` for the Swin window attention where it is faster, query chunking for the
 global semantic attention (memory linear in the number of pixels), channels-last decoder features (views of the
 NHWC tokens), one x2 upsampling for the summed stride-8/16/32 FPN heads, and at inference oneDNN linear/conv
-kernels (:mod:`semask.layers.onednn`), no prior decoder in ``predict_logits``, and the class map of a single
-whole-image pass taken chunk by chunk (:func:`semask.engine.inference.predict_labels`). Modules read the choice at
-forward time, so it can be switched on a built model. The setting is process-wide (not per thread).
+kernels (:mod:`semask.layers.onednn`). Only kernel functions read the choice, at call time, so it can be switched
+on a built model; it never changes what is computed (the prior decoder is skipped at inference by an explicit
+argument, ``Segmenter.forward(priors=False)``). The setting is process-wide (not per thread).
 """
 
 import contextlib

@@ -1,21 +1,14 @@
-"""Whole segmentation models and their registry entrypoints."""
+"""Whole segmentation models: the :class:`~semask.models.segmenter.Segmenter` and the registered architectures.
 
-from torch import nn
+Importing this package registers every backbone, decoder and architecture.
+"""
 
+from semask.backbones import mit, swin  # noqa: F401  (register the backbones)
+from semask.decoders import segformer_head, semantic_fpn  # noqa: F401  (register the decoders)
+from semask.decoders.base import SegOutput
+from semask.decoders.maskformer import head  # noqa: F401
+from semask.models import small, zoo  # noqa: F401  (register the architectures)
+from semask.models.base import ModelConfig, model_config_class
+from semask.models.segmenter import Segmenter, build_model, compose
 
-def network_from_config(config: dict) -> nn.Module:
-    """Rebuild a network from its config dict (``cfg.to_dict()`` as stored in checkpoints and weight ``.json``).
-
-    A dict with a ``decoder`` field is a :class:`~semask.models.semask_m2f.SeMaskM2FConfig` (Mask2Former, MaskFormer
-    and their FaPN variants), any other a :class:`~semask.models.segmenter.SeMaskFPNConfig`.
-
-    Raises:
-        ValueError, TypeError: unknown keys or invalid values.
-    """
-    if "decoder" in config:
-        from semask.models.semask_m2f import SeMaskM2F, SeMaskM2FConfig
-
-        return SeMaskM2F(SeMaskM2FConfig.from_dict(config))
-    from semask.models.segmenter import SeMaskFPN, SeMaskFPNConfig
-
-    return SeMaskFPN(SeMaskFPNConfig.from_dict(config))
+__all__ = ["ModelConfig", "SegOutput", "Segmenter", "build_model", "compose", "model_config_class"]

@@ -1,139 +1,165 @@
-"""SeMask segmenter = SeMask-Swin backbone + Semantic-FPN decoder + prior decoder (official ``EncoderDecoder``)."""
+"""``Segmenter(backbone, decoder[, prior_decoder])``: the one model class, and how a config builds it.
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import TypeVar
+Data flow (paper Fig. 2): normalised images -> padded to the decoder's ``size_divisibility`` -> backbone
+(multi-scale features and, with semantic layers, per-stage semantic-prior maps) -> decoder -> the decoder's output,
+plus the prior decoder's logits on the prior maps; ``losses`` hands both to the criterion, ``predict`` turns the
+decoder output into per-class maps at the input size.
+"""
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semask.backbones.swin import BackboneOutput, SeMaskSwin
-from semask.decoders.semantic_fpn import SemanticFPNHead
-from semask.layers.impl import get_impl
-
-_C = TypeVar("_C", bound="ConfigDict")
-
-
-class ConfigDict:
-    """JSON round trip for the network config dataclasses (dumped beside converted weights)."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls: type[_C], d: dict) -> _C:
-        """Build from a dict (lists become tuples). Raises ValueError on unknown keys."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+from semask.backbones.base import Backbone, BackboneOutput
+from semask.decoders.base import Decoder, OutputKind, TestPipeline
+from semask.losses.base import LossSettings
+from semask.models.base import ModelConfig, model_config_class
+from semask.registry import BACKBONES, DECODERS
 
 
-@dataclass
-class SwinBackboneConfig(ConfigDict):
-    """The :class:`~semask.backbones.swin.SeMaskSwin` fields every network config starts with (``num_classes`` is
-    the number of semantic-prior classes unless a subclass says otherwise)."""
+class Segmenter(nn.Module):
+    """A backbone, a decoder, the prior decoder of the decoder's family and its criterion.
 
-    num_classes: int = 150
-    embed_dim: int = 96
-    depths: tuple[int, ...] = (2, 2, 6, 2)
-    num_heads: tuple[int, ...] = (3, 6, 12, 24)
-    window_size: int = 7
-    sem_window_size: int = 7
-    semantic_attention: tuple[str, ...] | None = ("window", "window", "window", "global")
-    num_sem_blocks: int = 1
-    use_gamma: bool = True
-    sem_drop: float = 0.1
-    mlp_ratio: float = 4.0
-    drop_path_rate: float = 0.3
-    use_checkpoint: bool = False
+    The decoder is held under its ``state_prefix`` (``decode_head`` / ``sem_seg_head``), so state-dict keys equal
+    the official ones; :attr:`decoder` names it in code.
 
-    def build_backbone(self, **overrides) -> SeMaskSwin:
-        """``SeMaskSwin`` from these fields, with ``overrides`` (e.g. another ``num_classes``) taking precedence."""
-        kwargs = {f.name: getattr(self, f.name) for f in fields(SwinBackboneConfig)}
-        return SeMaskSwin(**kwargs | overrides)
+    Args:
+        backbone: returns a :class:`~semask.backbones.base.BackboneOutput`.
+        decoder: consumes ``backbone.channels`` at ``backbone.strides``.
+        prior_decoder: parameter-free module turning the 4 prior maps into prior logits; used only when the
+            backbone has semantic layers.
+        criterion: ``criterion(outputs, labels, settings) -> dict`` of losses (a module: it may hold buffers).
+        cfg: the config the model was built from (stored beside its weights); None for a hand-built model.
 
-
-@dataclass
-class SeMaskFPNConfig(SwinBackboneConfig):
-    """Everything that defines a SeMask/Swin Semantic-FPN network (dumped as JSON beside converted weights).
-
-    ``semantic_attention=None`` is the plain Swin FPN baseline. ``num_prior_classes`` defaults to
-    ``num_classes``; the official COCO-Stuff-10k checkpoints use 150 prior classes with 171 head classes (SPEC A5).
+    Raises:
+        ValueError: a backbone with semantic layers and no prior decoder.
     """
 
-    semantic_attention: tuple[str, ...] | None = ("window", "window", "global", "global")
-    num_prior_classes: int | None = None
-    decoder_channels: int = 256
-    dropout: float = 0.1
-    arch: str = field(default="semask_swin_fpn")
-
-
-@dataclass
-class SegOutput:
-    """Model outputs at stride 4 relative to the (unpadded) input.
-
-    Attributes:
-        logits: (B, K, ceil(H/4), ceil(W/4)) main decoder logits.
-        prior_logits: (B, K', same size) prior-decoder logits, or ``None`` without semantic layers.
-    """
-
-    logits: torch.Tensor
-    prior_logits: torch.Tensor | None
-
-
-def official_semantic_layout(embed_dim: int, num_classes: int) -> tuple[str, ...]:
-    """The official SeMask-FPN rule (SPEC A1): stages 2,3 global iff embed_dim in {96,192} and K > 19."""
-    if embed_dim in (96, 192) and num_classes > 19:
-        return ("window", "window", "global", "global")
-    return ("window",) * 4
-
-
-class SeMaskFPN(nn.Module):
-    """SeMask Semantic-FPN segmenter. ``forward`` takes normalised (B, 3, H, W) images.
-
-    Attributes ``backbone`` and ``decode_head`` mirror the official state_dict prefixes.
-    """
-
-    def __init__(self, cfg: SeMaskFPNConfig) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        decoder: Decoder,
+        prior_decoder: nn.Module | None = None,
+        criterion: nn.Module | None = None,
+        cfg: ModelConfig | None = None,
+    ) -> None:
         super().__init__()
+        if backbone.semantic and prior_decoder is None:
+            raise ValueError("a backbone with semantic layers needs a prior decoder")
+        self.backbone = backbone
+        self._decoder_name = decoder.state_prefix
+        self.add_module(decoder.state_prefix, decoder)
+        self.prior_decoder = prior_decoder if backbone.semantic else None
+        self.criterion = criterion
         self.cfg = cfg
-        self.backbone = cfg.build_backbone(num_classes=cfg.num_prior_classes or cfg.num_classes)
-        self.decode_head = SemanticFPNHead(
-            self.backbone.channels, cfg.num_classes, cfg.decoder_channels, cfg.dropout, self.backbone.strides
-        )
+
+    @property
+    def decoder(self) -> Decoder:
+        return self._modules[self._decoder_name]
+
+    @property
+    def output_kind(self) -> OutputKind:
+        """``logits`` or ``scores``: what :meth:`predict` returns (stated by the decoder)."""
+        return self.decoder.output_kind
+
+    @property
+    def test_pipeline(self) -> TestPipeline:
+        """The official test pipeline and evaluator of the decoder's family."""
+        return self.decoder.test_pipeline
 
     @property
     def num_classes(self) -> int:
-        return self.cfg.num_classes
+        return self.decoder.num_classes
+
+    def pad(self, images: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+        """Pad (..., H, W) bottom/right to multiples of the decoder's ``size_divisibility`` (detectron2
+        ``ImageList``; an identity for the mmseg heads)."""
+        d = self.decoder.size_divisibility
+        return F.pad(images, (0, (-images.shape[-1]) % d, 0, (-images.shape[-2]) % d), value=value)
 
     def forward_features(self, images: torch.Tensor) -> BackboneOutput:
-        """Backbone only: (B, 3, H, W) -> :class:`BackboneOutput`."""
+        """Backbone only, on the unpadded input: (B, 3, H, W) -> :class:`BackboneOutput`."""
         return self.backbone(images)
 
-    def forward(self, images: torch.Tensor, priors: bool = True) -> SegOutput:
+    def forward(self, images: torch.Tensor, priors: bool = True) -> Any:
         """Args:
             images: (B, 3, H, W) normalised (mean/std of the preset), any H and W.
-            priors: decode the semantic-prior maps (``False``: ``prior_logits`` is None).
+            priors: decode the semantic-prior maps into ``prior_logits`` (``False``, or no semantic layers: None).
 
         Returns:
-            :class:`SegOutput` at stride 4.
+            The decoder's output (:class:`~semask.models.base.SegOutput` at stride 4 for the mmseg heads,
+            :class:`~semask.decoders.maskformer.common.MaskSegOutput` on the padded input for the mask heads).
         """
-        feats = self.backbone(images)
-        logits = self.decode_head(feats.features)
-        maps = feats.semantic_maps if priors else None
-        return SegOutput(logits, None if maps is None else self.decode_head.decode_priors(maps))
+        feats = self.backbone(self.pad(images))
+        out = self.decoder(feats.features)
+        if priors and self.prior_decoder is not None:
+            out.prior_logits = self.prior_decoder(feats.semantic_maps)
+        return out
 
-    def decode_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Whole-image logits before the final resize: (B, 3, H, W) -> (B, K, ceil(H/4), ceil(W/4)).
+    def losses(self, outputs: Any, labels: torch.Tensor, settings: LossSettings | None = None) -> dict:
+        """The weighted training losses of one batch (every ``loss*`` entry is a term of the total).
 
-        ``reference`` runs the whole forward as the official head does (the prior branch included); ``fast`` skips
-        the prior decoder, whose output inference never reads.
+        Args:
+            outputs: :meth:`forward`'s output; labels: (B, H, W) int64 of the unpadded input, 255 = void.
+            settings: the recipe's loss settings (default: ``cate_weight`` 0.4, no OHEM, no class weights).
+
+        Raises:
+            ConfigError: settings the criterion does not support. ValueError: a model without criterion.
         """
-        return self(images, priors=get_impl() == "reference").logits
+        if self.criterion is None:
+            raise ValueError("this segmenter was built without a criterion")
+        return self.criterion.losses(outputs, labels, settings or LossSettings())
+
+    def decode(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-class maps before the final resize, without the prior decoder (inference never reads it):
+        (B, 3, H, W) -> (B, K, ceil(H/s), ceil(W/s)) with s = the decoder's ``output_stride``."""
+        out = self(images, priors=False)
+        return self.decoder.dense(out, tuple(images.shape[-2:]))
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, K, H, W) per-class maps of kind :attr:`output_kind`; the logits of the mmseg heads
+        are resized bilinearly (align_corners=False) to the input (official ``encode_decode``)."""
+        dense = self.decode(images)
+        if dense.shape[-2:] == images.shape[-2:]:
+            return dense
+        return F.interpolate(dense, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Whole-image logits resized to the input (official ``encode_decode``): (B, K, H, W)."""
-        return F.interpolate(
-            self.decode_logits(images), size=images.shape[-2:], mode="bilinear", align_corners=False
-        )
+        """:meth:`predict` of a logits model. Raises TypeError for a scores model (use :meth:`predict_scores`)."""
+        if self.output_kind != "logits":
+            raise TypeError(f"{type(self.decoder).__name__} outputs class scores: use predict_scores")
+        return self.predict(images)
+
+    def predict_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-class probabilities (softmax of the logits) or scores, (B, K, H, W): what TTA averages."""
+        out = self.predict(images)
+        return out.float().softmax(1) if self.output_kind == "logits" else out
+
+
+def build_model(cfg: ModelConfig) -> Segmenter:
+    """The :class:`Segmenter` of a config made by :func:`~semask.models.base.model_config_class`.
+
+    Raises:
+        ValueError, TypeError: invalid field values.
+    """
+    backbone_part = BACKBONES[cfg.backbone_name]
+    decoder_part = DECODERS[cfg.decoder_name]
+    backbone = backbone_part.build(cfg.part(backbone_part.config), cfg.num_prior_classes or cfg.num_classes)
+    decoder, criterion, prior = decoder_part.build(
+        cfg.part(decoder_part.config), backbone.channels, backbone.strides, cfg.num_classes
+    )
+    return Segmenter(backbone, decoder, prior, criterion, cfg)
+
+
+def compose(
+    arch: str, backbone: str, decoder: str, defaults: dict[str, Any], fields: dict[str, Any]
+) -> Segmenter:
+    """Build ``arch`` = (``backbone``, ``decoder``) with ``fields`` over the entrypoint's ``defaults``.
+
+    Raises:
+        TypeError: a field the pair's config does not have (the message lists the fields).
+    """
+    cls = model_config_class(backbone, decoder)
+    return build_model(cls.from_dict({"arch": arch} | defaults | fields))

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semask.decoders.mask2former.common import Conv2dNorm, PixelDecoderOutput, xavier_matrices
-from semask.decoders.mask2former.ms_deform_attn import MSDeformAttn
-from semask.decoders.mask2former.position import sine_position_embedding
+from semask.decoders.maskformer.common import Conv2dNorm, PixelDecoderOutput, xavier_matrices
+from semask.layers.ms_deform_attn import MSDeformAttn
 from semask.layers.onednn import Linear
+from semask.layers.position import sine_position_embedding
 
 
 class EncoderLayer(nn.Module):

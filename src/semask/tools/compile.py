@@ -13,10 +13,10 @@ from semask.hardware import check_compiler
 
 
 def compile_model(model: nn.Module, freeze: bool = False, dynamic: bool | None = None) -> nn.Module:
-    """Compile ``model.forward`` and ``model.predict_logits`` in place with ``torch.compile`` (inductor).
+    """Compile ``model.forward`` and ``model.predict`` in place with ``torch.compile`` (inductor).
 
     Args:
-        model: a semask segmenter (``forward``, ``predict_logits``).
+        model: a :class:`~semask.models.segmenter.Segmenter`.
         freeze: fold the current weights into the inference graph (inductor ``freezing``; faster on CPU). Only
             for inference-only use: a frozen graph keeps the weights it was compiled with, so never freeze a
             model that is still being trained.
@@ -32,5 +32,5 @@ def compile_model(model: nn.Module, freeze: bool = False, dynamic: bool | None =
         check_compiler()
     options = {"freezing": True} if freeze else None
     model.forward = torch.compile(model.forward, dynamic=dynamic, options=options)
-    model.predict_logits = torch.compile(model.predict_logits, dynamic=dynamic, options=options)
+    model.predict = torch.compile(model.predict, dynamic=dynamic, options=options)
     return model

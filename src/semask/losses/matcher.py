@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from semask.decoders.mask2former.points import PointSampler, point_sample
+from semask.losses.points import PointSampler, point_sample
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semask.decoders.mask2former.common import (
+from semask.decoders.maskformer.common import (
     MLP,
     Conv2dNorm,
     PixelDecoderOutput,
@@ -20,8 +20,8 @@ from semask.decoders.mask2former.common import (
     predict_masks,
     xavier_matrices,
 )
-from semask.decoders.mask2former.position import sine_position_embedding
 from semask.layers.onednn import Linear
+from semask.layers.position import sine_position_embedding
 
 
 class BasePixelDecoder(nn.Module):

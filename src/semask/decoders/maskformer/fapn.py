@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semask.decoders.mask2former.common import Conv2dNorm, PixelDecoderOutput
-from semask.decoders.mask2former.maskformer import BasePixelDecoder
-from semask.decoders.mask2former.pixel_decoder import MSDeformAttnPixelDecoder
+from semask.decoders.maskformer.common import Conv2dNorm, PixelDecoderOutput
+from semask.decoders.maskformer.maskformer import BasePixelDecoder
+from semask.decoders.maskformer.pixel_decoder import MSDeformAttnPixelDecoder
 from semask.layers.dcn import DCN
 
 

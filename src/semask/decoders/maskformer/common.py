@@ -42,6 +42,18 @@ class PredictorOutput(MaskPrediction):
 
 
 @dataclass
+class MaskSegOutput(PredictorOutput):
+    """Outputs on the input padded to ``size_divisibility`` (Hp, Wp).
+
+    Attributes (besides :class:`PredictorOutput`'s ``pred_logits`` (B, Q, K+1), ``pred_masks``
+    (B, Q, Hp/4, Wp/4), ``aux_outputs``, ``attn_masks``):
+        prior_logits: (B, K, Hp, Wp) prior-decoder logits (input of ``loss_cate``), None without semantic layers.
+    """
+
+    prior_logits: torch.Tensor | None = None
+
+
+@dataclass
 class PixelDecoderOutput:
     """Pixel-decoder outputs.
 

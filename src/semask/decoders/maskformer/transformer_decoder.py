@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semask.decoders.mask2former.common import (
+from semask.decoders.maskformer.common import (
     MLP,
     MaskPrediction,
     PredictorOutput,
@@ -18,8 +18,8 @@ from semask.decoders.mask2former.common import (
     predict_masks,
     xavier_matrices,
 )
-from semask.decoders.mask2former.position import sine_position_embedding
 from semask.layers.onednn import Linear
+from semask.layers.position import sine_position_embedding
 
 
 class CrossAttentionLayer(nn.Module):

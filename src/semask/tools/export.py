@@ -1,6 +1,6 @@
 """ONNX export of whole-image inference: normalised images in, full-resolution per-class logits out.
 
-The graph is ``model.predict_logits`` traced by ``torch.onnx.export``'s TorchScript exporter with dynamic batch,
+The graph is ``model.predict`` traced by ``torch.onnx.export``'s TorchScript exporter with dynamic batch,
 height and width: official ``encode_decode`` for Semantic-FPN models, and for the mask-classification models
 (Mask2Former, MaskFormer, FaPN and MSFaPN Mask2Former) pad to 32 -> head -> official ``semantic_inference`` ->
 crop, whose per-class scores (not logits; same argmax) take the ``logits`` output. MSDeformAttn and DCNv2 sample
@@ -23,7 +23,7 @@ from semask.layers.impl import use_impl
 
 
 class FullResLogits(nn.Module):
-    """Wraps a segmenter so ``forward`` is ``predict_logits``: (B, 3, H, W) -> (B, K, H, W) logits (mask models:
+    """Wraps a segmenter so ``forward`` is ``predict``: (B, 3, H, W) -> (B, K, H, W) logits (mask models:
     scores)."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -31,7 +31,7 @@ class FullResLogits(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_logits(images)
+        return self.model.predict(images)
 
 
 def export_onnx(
@@ -40,7 +40,7 @@ def export_onnx(
     """Write ``model`` as an ONNX graph with input ``images`` (B, 3, H, W) and output ``logits`` (B, K, H, W).
 
     Args:
-        model: a segmenter with ``predict_logits`` (``SeMaskFPN``, ``SeMaskM2F`` with any decoder); it is put in
+        model: a :class:`~semask.models.segmenter.Segmenter` (any backbone and decoder); it is put in
             eval mode and moved to CPU fp32.
         path: the ``.onnx`` file to write (weights embedded).
         size: (H, W) in pixels of the example input used for tracing; the graph accepts any size.
@@ -105,6 +105,6 @@ def onnx_max_rel_diff(
     for batch in [images] if isinstance(images, torch.Tensor) else images:
         (ours,) = session.run(["logits"], {"images": batch.cpu().numpy()})
         with use_impl("reference"), torch.no_grad():
-            ref = model.eval().cpu().predict_logits(batch.cpu())
+            ref = model.eval().cpu().predict(batch.cpu())
         diffs.append(float((torch.from_numpy(ours) - ref).abs().max() / max(1.0, float(ref.abs().max()))))
     return max(diffs)

@@ -15,9 +15,8 @@ from collections.abc import Callable, Hashable
 import torch
 from torch import nn
 
-from semask.configs.schema import TrainCfg
 from semask.engine.inference import InferenceCfg, autocast, predict_labels
-from semask.engine.train import compute_losses, total_loss
+from semask.engine.train import total_loss
 from semask.layers.impl import use_impl
 
 Step = Callable[[], object]
@@ -30,7 +29,7 @@ def inference_step(
     """Whole-image inference at the input size.
 
     Args:
-        model: a segmenter with ``predict_logits`` (put in eval mode here).
+        model: a :class:`~semask.models.segmenter.Segmenter` (put in eval mode here).
         images: (B, 3, H, W) normalised images on the model's device.
         impl: ``"fast"`` or ``"reference"`` (see :mod:`semask.layers.impl`).
         amp: ``"none"``, ``"bf16"`` or ``"fp16"``.
@@ -54,13 +53,13 @@ def inference_step(
             if output == "labels":
                 return predict_labels(model, images, cfg)
             with autocast(images.device, amp):
-                return model.predict_logits(images)
+                return model.predict(images)
 
     return step
 
 
 def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, impl: str, amp: str) -> Step:
-    """One full training step: forward, the training loss (:func:`semask.engine.train.compute_losses`), backward,
+    """One full training step: forward, the training loss (``model.losses`` with the default settings), backward,
     AdamW update.
 
     Args:
@@ -78,7 +77,7 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, imp
         with use_impl(impl):
             with autocast(images.device, amp):
                 out = model(images)
-            losses = compute_losses(model, out, labels, TrainCfg())
+            losses = model.losses(out, labels)
             loss = total_loss(losses)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,26 +1,23 @@
-"""Checkpoint files: atomic writes, safe reads, strict weight loading, and resolving a model argument.
+"""Weight files: atomic writes, safe reads, safetensors, checksums.
 
 Reading never executes code from a file: ``.safetensors`` hold tensors only, and pickled ``torch.save`` files
 are read with ``weights_only=True`` plus an explicit allow-list of the numpy objects official mmcv checkpoints
 carry. Every failure raises :class:`CheckpointError` with a one-line message naming the file.
 
-Training-checkpoint format (a dict saved with ``torch.save``): ``model`` (state dict), ``model_config``
-(network config dict), ``experiment`` (resolved experiment config dict), ``classes``, ``palette``,
-``iteration``, ``optimizer``, ``scaler``, ``rng``, ``best``, ``nonfinite``.
 """
 
 import errno
+import hashlib
 import json
 import os
 import pickle
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from safetensors.torch import save_file
 
 from semask.errors import CheckpointError, ConfigError
 
@@ -172,120 +169,27 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from e
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a semask training checkpoint with :func:`read_checkpoint` (never executes code from the file).
-
-    Raises:
-        CheckpointError: missing, truncated/corrupt or unsafe file, or not a semask training checkpoint.
-    """
-    ckpt = read_checkpoint(path)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise CheckpointError(
-            f"{path}: not a semask training checkpoint (expected keys 'model', 'model_config'); "
-            "an official release is read with `semask convert` first"
-        )
-    return ckpt
-
-
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` into ``model`` strictly (every key, every shape).
-
-    Args:
-        source: what the weights are, for the message (e.g. the file name).
-
-    Raises:
-        CheckpointError: one line naming ``source`` with the number of missing, unexpected and mismatched keys
-            and the first of each (the classifier first, as it shows a class-count mismatch).
-    """
-    from semask.convert._rules import compare_keys
-
-    if not isinstance(state_dict, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state_dict.values()
-    ):
-        raise CheckpointError(f"{source}: the weights are not a mapping of names to tensors")
-    report = compare_keys(state_dict, {k: v.shape for k, v in model.state_dict().items()})
-    mismatched = sorted(report.mismatched, key=lambda m: not m.startswith("decode_head."))
-    problems = [
-        f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
-        for label, keys in (
-            ("shape mismatches", mismatched),
-            ("missing keys", report.missing),
-            ("unexpected keys", report.unmapped),
-        )
-        if keys
-    ]
-    if problems:
-        raise CheckpointError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
-    model.load_state_dict(state_dict)
+def write_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write tensors to a ``.safetensors`` file. A tensor stored under several keys (FaPN's shared GroupNorms) is
+    written once per key. Raises ConfigError for another suffix."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"{path}: weights are written as safetensors; use a name ending in .safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors, storages = {}, set()
+    for key, value in state_dict.items():
+        value = value.detach().contiguous()
+        storage = value.untyped_storage().data_ptr()
+        tensors[key] = value.clone() if storage in storages else value  # safetensors refuses shared memory
+        storages.add(storage)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return path
 
 
-def run_checkpoint(path: Path) -> Path:
-    """The file to load for ``path``: a run folder's ``best.pt``, else its ``last.pt``; any other path as given.
-
-    Raises:
-        CheckpointError: a folder that holds neither.
-    """
-    if not path.is_dir():
-        return path
-    found = [p for p in (path / "best.pt", path / "last.pt") if p.is_file()]
-    if not found:
-        raise CheckpointError(
-            f"{path}: a folder without best.pt or last.pt (not a run folder){_weight_files_hint(path)}"
-        )
-    return found[0]
-
-
-def load_trained_model(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A network ready for eval/predict from a run directory, a training checkpoint or converted weights.
-
-    Args:
-        path: run folder (uses ``best.pt``, else ``last.pt``), ``*.pt`` training checkpoint, or
-            ``*.safetensors`` written by ``semask convert`` (config in the sibling ``.json``).
-
-    Returns:
-        (model in eval mode, info) where info may hold ``classes``, ``palette`` and ``experiment``.
-
-    Raises:
-        CheckpointError: nothing loadable at ``path``, or weights that do not fit the stored config.
-    """
-    from semask.models import network_from_config
-
-    path = run_checkpoint(Path(path))
-    if path.suffix == ".safetensors":
-        from semask.pretrained import load_model
-
-        return load_model(path).eval(), {}
-    ckpt = load_checkpoint(path)
-    try:
-        model = network_from_config(ckpt["model_config"])
-    except (ValueError, TypeError, KeyError, AttributeError, AssertionError) as e:
-        raise CheckpointError(f"{path}: invalid model config ({_one_line(e)})") from None
-    load_weights(model, ckpt["model"], str(path))
-    info = {k: ckpt[k] for k in ("classes", "palette", "experiment") if k in ckpt}
-    return model.eval(), info
-
-
-def resolve_model(spec: str, num_classes: int | None = None) -> torch.nn.Module:
-    """The network a ``MODEL`` argument names: a registered architecture (random init) or trained weights.
-
-    Args:
-        spec: architecture name, run folder, ``.pt`` training checkpoint or converted ``.safetensors``.
-        num_classes: head classes K for an architecture.
-
-    Returns:
-        The network (``nn.Module``).
-
-    Raises:
-        ConfigError: ``spec`` is neither a registered name nor an existing path, or ``num_classes`` was given
-            for trained weights.
-        CheckpointError: the path holds nothing loadable.
-    """
-    from semask.registry import create_model, list_models
-
-    if spec in list_models():
-        return create_model(spec, **({} if num_classes is None else {"num_classes": num_classes}))
-    if not Path(spec).exists():
-        raise ConfigError(f"{spec!r} is neither a registered architecture (see `semask list`) nor a path")
-    if num_classes is not None:
-        raise ConfigError("--num-classes applies to architecture names only (trained weights fix K)")
-    return load_trained_model(spec)[0]
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

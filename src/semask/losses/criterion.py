@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semask.decoders.mask2former.common import MaskPrediction, PredictorOutput
-from semask.decoders.mask2former.matcher import HungarianMatcher, Target
-from semask.decoders.mask2former.points import PointSampler, point_sample
+from semask.decoders.maskformer.common import MaskPrediction, MaskSegOutput, PredictorOutput
+from semask.losses.base import LossSettings, refuse_pixel_options
+from semask.losses.matcher import HungarianMatcher, Target
+from semask.losses.points import PointSampler, point_sample
 
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -73,7 +74,6 @@ class SetCriterion(nn.Module):
         num_classes: K.
         class_weight, mask_weight, dice_weight: loss and matching-cost weights (MaskFormer v1 uses 1 for the
             class cost and ``loss_ce`` whatever CLASS_WEIGHT says: pass 1).
-        cate_weight: weight of ``loss_cate`` (0.4).
         no_object_weight: CE weight of the "no object" class (buffer ``empty_weight``, as the official key).
         num_points: Mask2Former: points for matching and mask losses (12544); None: MaskFormer v1 dense focal.
         oversample_ratio, importance_sample_ratio: Mask2Former importance sampling (3.0, 0.75).
@@ -86,7 +86,6 @@ class SetCriterion(nn.Module):
         class_weight: float,
         mask_weight: float,
         dice_weight: float,
-        cate_weight: float = 0.4,
         no_object_weight: float = 0.1,
         num_points: int | None = 12544,
         oversample_ratio: float = 3.0,
@@ -100,7 +99,6 @@ class SetCriterion(nn.Module):
         self.oversample, self.importance = oversample_ratio, importance_sample_ratio
         self.weights = {
             "loss_ce": class_weight,
-            "loss_cate": cate_weight,
             "loss_mask": mask_weight,
             "loss_dice": dice_weight,
         }
@@ -180,6 +178,39 @@ class SetCriterion(nn.Module):
             losses[f"loss_mask{suffix}"], losses[f"loss_dice{suffix}"] = mask, dice
         return losses, all_indices
 
-    def weigh(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Multiply every loss by its weight (suffix ``_j`` shares the base weight), as the official model returns."""
-        return {k: v * self.weights[k.rsplit("_", 1)[0] if k[-1].isdigit() else k] for k, v in losses.items()}
+    def weigh(self, losses: dict[str, torch.Tensor], cate_weight: float = 0.4) -> dict[str, torch.Tensor]:
+        """Multiply every loss by its weight (suffix ``_j`` shares the base weight; ``loss_cate`` by
+        ``cate_weight``), as the official model returns."""
+        weights = self.weights | {"loss_cate": cate_weight}
+        return {k: v * weights[k.rsplit("_", 1)[0] if k[-1].isdigit() else k] for k, v in losses.items()}
+
+    def check(self, settings: LossSettings, num_classes: int) -> None:
+        """Raise ConfigError for settings this criterion does not take (OHEM, per-class CE weights)."""
+        refuse_pixel_options(settings)
+
+    def losses(
+        self,
+        outputs: MaskSegOutput,
+        labels: torch.Tensor,
+        settings: LossSettings,
+        sampler: PointSampler | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Weighted losses under the official keys (``loss_ce``, ``loss_cate``, ``loss_mask``, ``loss_dice`` and
+        ``_j`` for aux output j); their sum is the training loss.
+
+        Args:
+            outputs: the segmenter's output on the padded input.
+            labels: (B, H, W) int class map of the unpadded input (255 = void); padded with 255 here.
+            settings: ``cate_weight`` is used; the per-pixel CE options are refused.
+            sampler: point source of the Mask2Former losses (default: official random draws).
+
+        Raises:
+            ConfigError: ``settings.ohem_min_kept`` or ``settings.class_weight`` given.
+            ValueError: labels larger than the padded input.
+        """
+        self.check(settings, self.num_classes)
+        hp, wp = 4 * outputs.pred_masks.shape[-2], 4 * outputs.pred_masks.shape[-1]
+        if labels.shape[-2] > hp or labels.shape[-1] > wp:
+            raise ValueError(f"labels {tuple(labels.shape[-2:])} are larger than the padded input {(hp, wp)}")
+        labels = F.pad(labels, (0, wp - labels.shape[-1], 0, hp - labels.shape[-2]), value=self.ignore_index)
+        return self.weigh(self(outputs, outputs.prior_logits, labels, sampler)[0], settings.cate_weight)

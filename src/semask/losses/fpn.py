@@ -6,8 +6,12 @@ Official source: ``SeMask-FPN/mmseg/models/decode_heads/branch_fpn_head.py`` (``
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-IGNORE_INDEX = 255
+from semask.data.meta import IGNORE_INDEX
+from semask.decoders.base import SegOutput
+from semask.errors import ConfigError
+from semask.losses.base import LossSettings
 
 
 def _pixel_ce(
@@ -76,3 +80,31 @@ def semask_fpn_loss(
         pred = F.interpolate(seg_logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
         out["acc_seg"] = (pred.argmax(1) == label).float().mean() * 100
     return out
+
+
+class SemanticCELoss(nn.Module):
+    """:func:`semask_fpn_loss` on a :class:`~semask.models.base.SegOutput` (no parameters): the criterion of the
+    Semantic-FPN and SegFormer heads; SegFormer's official ``loss_seg`` is its ``loss_ce``."""
+
+    def check(self, settings: LossSettings, num_classes: int) -> None:
+        """Raise ConfigError for a ``class_weight`` with a length other than ``num_classes``."""
+        weight = settings.class_weight
+        if weight is not None and len(weight) != num_classes:
+            raise ConfigError(
+                f"train.class_weight has {len(weight)} values but model.num_classes is {num_classes}"
+            )
+
+    def losses(
+        self, outputs: SegOutput, labels: torch.Tensor, settings: LossSettings
+    ) -> dict[str, torch.Tensor]:
+        """outputs at stride 4, labels (B, H, W) int64 (255 = void) -> ``loss_ce``, ``loss_cate``, ``acc_seg``."""
+        self.check(settings, outputs.logits.shape[1])
+        weight, prior = settings.class_weight, outputs.prior_logits
+        return semask_fpn_loss(
+            outputs.logits.float(),
+            None if prior is None else prior.float(),
+            labels,
+            cate_weight=settings.cate_weight,
+            ohem_min_kept=settings.ohem_min_kept,
+            class_weight=None if weight is None else weight.to(outputs.logits.device, torch.float32),
+        )

@@ -1,0 +1,1 @@
+"""Tools around a model: benchmarks, FLOP counts, ONNX export, torch.compile, visualisation."""
