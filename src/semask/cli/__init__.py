@@ -9,6 +9,7 @@ from semask.errors import SemaskError
 
 # sub-modules of semask.cli, each registering one subcommand
 _COMMANDS = ["list", "train", "eval", "predict", "convert", "info", "bench", "export", "data"]
+_COMMANDS += ["serve", "push"]
 
 
 def build_parser() -> argparse.ArgumentParser:

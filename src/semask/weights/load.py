@@ -152,23 +152,37 @@ def run_checkpoint(path: Path) -> Path:
     return found[0]
 
 
-def _load_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+def read_weights(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """``(model config, state dict, info)`` of a ``.safetensors`` + sidecar or a training checkpoint, without
+    building the model (info as :func:`load` returns it).
+
+    Raises:
+        CheckpointError: as :func:`read_sidecar`, :func:`load_checkpoint` and
+            :func:`~semask.weights.files.read_checkpoint`.
+    """
     if path.suffix == ".safetensors":
         config, info = read_sidecar(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: no such weight file")
-        model = model_from_config(config, sidecar_path(path))
-        load_weights(model, read_checkpoint(path), f"{path} (config {sidecar_path(path).name})")
-        return model, info
+        return config, read_checkpoint(path), info
     ckpt = load_checkpoint(path)
-    model = model_from_config(ckpt["model_config"], path)
-    load_weights(model, ckpt["model"], str(path))
     info = {k: ckpt.get(k) for k in ("classes", "palette", "experiment")} | {
         "mean": list(MEAN),
         "std": list(STD),
     }
     dataset = (info["experiment"] or {}).get("data", {}).get("dataset")
-    return model, info | {"source": str(path), "dataset": dataset}
+    return ckpt["model_config"], ckpt["model"], info | {"source": str(path), "dataset": dataset}
+
+
+def _load_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    config, state_dict, info = read_weights(path)
+    if path.suffix == ".safetensors":
+        model = model_from_config(config, sidecar_path(path))
+        load_weights(model, state_dict, f"{path} (config {sidecar_path(path).name})")
+    else:
+        model = model_from_config(config, path)
+        load_weights(model, state_dict, str(path))
+    return model, info
 
 
 def _check_fields(model: nn.Module, spec: str, path: Path) -> None:
@@ -193,7 +207,8 @@ def load(
         spec: a registered architecture (random init; ``fields`` such as ``num_classes`` apply), a registered
             weight name ``arch.tag`` (:data:`semask.registry.PRETRAINED`: read from :func:`semask.registry.cache_dir`,
             SHA-256 checked; nothing is downloaded), a run folder (its ``best.pt``, else ``last.pt``), a training
-            checkpoint ``.pt``, or a ``.safetensors`` with its sidecar ``.json``.
+            checkpoint ``.pt``, a ``.safetensors`` with its sidecar ``.json``, or ``hf://ORG/REPO[@rev]`` (a
+            Hugging Face Hub model, :func:`semask.hub.download`; needs the ``hub`` extra).
         device: where the model goes.
         sha256: expected hex SHA-256 of the file read, checked before reading it.
         with_info: also return the info dict: ``classes``, ``palette`` and ``dataset`` (None where unknown),
@@ -211,6 +226,12 @@ def load(
             run folder, or registered weights that are not in the cache (the message says where they come from).
     """
     spec = str(spec)
+    if spec.startswith(
+        "hf://"
+    ):  # a Hub model: its cached model.safetensors (+ sidecar), fetched when missing
+        from semask.hub import download
+
+        spec = str(download(spec))
     if spec in list_models():
         model, info = create_model(spec, **fields), {}
         return (model.to(device).eval(), info) if with_info else model.to(device).eval()
