@@ -1,4 +1,4 @@
-"""The paper's models as explicit registry entrypoints (timm style): ``def semask_swin_tiny_fpn(**fields)``.
+"""The (SeMask-)Swin models as explicit registry entrypoints (timm style): ``def semask_swin_tiny_fpn(**fields)``.
 
 Every entrypoint fixes a backbone, a decoder and their defaults; ``fields`` override any config field
 (``semask.create_model(name, num_classes=19, drop_path_rate=0.1)``). Unless ``semantic_attention`` is given, the
@@ -11,8 +11,7 @@ and demo sizes are in :mod:`semask.models.small`.
 from typing import Any
 
 from semask.backbones import swin  # noqa: F401  (registers the swin backbone)
-from semask.backbones.mit import MIT_VARIANTS, semantic_layout
-from semask.decoders import segformer_head, semantic_fpn  # noqa: F401  (register their decoders)
+from semask.decoders import semantic_fpn  # noqa: F401  (registers its decoder)
 from semask.decoders.maskformer.head import MASKFORMER_HEAD
 from semask.models.base import model_config_class
 from semask.models.segmenter import Segmenter, compose
@@ -69,16 +68,6 @@ def make_swin_mask(arch: str, size: dict[str, Any], decoder: str, fields: dict[s
     layout = project_semantic_layout(decoder, fields.get("num_classes", 150))
     defaults = size | head | {"weight_init": "d2", "semantic_attention": layout}
     return compose(arch, "swin", decoder, defaults, fields)
-
-
-def make_mit_segformer(arch: str, variant: str, semantic: bool, fields: dict[str, Any]) -> Segmenter:
-    """(SeMask-)MiT + the SegFormer head (official NVlabs SegFormer; E = 256 for B0/B1, 768 for B2-B5)."""
-    layout = semantic_layout(fields.get("num_classes", 150)) if semantic else None
-    defaults = MIT_VARIANTS[variant] | {
-        "decoder_channels": 256 if variant in ("mit_b0", "mit_b1") else 768,
-        "semantic_attention": layout,
-    }
-    return compose(arch, "mit", "segformer_head", defaults, fields)
 
 
 @register_model
@@ -259,75 +248,3 @@ def semask_swin_large_msfapn_m2f(**fields) -> Segmenter:
 def semask_swin_msfapn_m2f(**fields) -> Segmenter:
     """SeMask-Swin MSFaPN Mask2Former of any width (Swin-T defaults; converted detectron2 weights)."""
     return make_swin_mask("semask_swin_msfapn_m2f", SWIN["tiny"], "msfapn_m2f", fields)
-
-
-@register_model
-def segformer_mit_b0(**fields) -> Segmenter:
-    """SegFormer-B0: MiT-B0 + the all-MLP head (SegFormer paper; SeMask paper Table 6 baseline)."""
-    return make_mit_segformer("segformer_mit_b0", "mit_b0", False, fields)
-
-
-@register_model
-def semask_mit_b0(**fields) -> Segmenter:
-    """SeMask-MiT-B0 + the SegFormer head (SeMask paper Sec. 3, Table 6)."""
-    return make_mit_segformer("semask_mit_b0", "mit_b0", True, fields)
-
-
-@register_model
-def segformer_mit_b1(**fields) -> Segmenter:
-    """SegFormer-B1: MiT-B1 + the all-MLP head (SegFormer paper; SeMask paper Table 6 baseline)."""
-    return make_mit_segformer("segformer_mit_b1", "mit_b1", False, fields)
-
-
-@register_model
-def semask_mit_b1(**fields) -> Segmenter:
-    """SeMask-MiT-B1 + the SegFormer head (SeMask paper Sec. 3, Table 6)."""
-    return make_mit_segformer("semask_mit_b1", "mit_b1", True, fields)
-
-
-@register_model
-def segformer_mit_b2(**fields) -> Segmenter:
-    """SegFormer-B2: MiT-B2 + the all-MLP head (SegFormer paper; SeMask paper Table 6 baseline)."""
-    return make_mit_segformer("segformer_mit_b2", "mit_b2", False, fields)
-
-
-@register_model
-def semask_mit_b2(**fields) -> Segmenter:
-    """SeMask-MiT-B2 + the SegFormer head (SeMask paper Sec. 3, Table 6)."""
-    return make_mit_segformer("semask_mit_b2", "mit_b2", True, fields)
-
-
-@register_model
-def segformer_mit_b3(**fields) -> Segmenter:
-    """SegFormer-B3: MiT-B3 + the all-MLP head (SegFormer paper; SeMask paper Table 6 baseline)."""
-    return make_mit_segformer("segformer_mit_b3", "mit_b3", False, fields)
-
-
-@register_model
-def semask_mit_b3(**fields) -> Segmenter:
-    """SeMask-MiT-B3 + the SegFormer head (SeMask paper Sec. 3, Table 6)."""
-    return make_mit_segformer("semask_mit_b3", "mit_b3", True, fields)
-
-
-@register_model
-def segformer_mit_b4(**fields) -> Segmenter:
-    """SegFormer-B4: MiT-B4 + the all-MLP head (SegFormer paper; SeMask paper Table 6 baseline)."""
-    return make_mit_segformer("segformer_mit_b4", "mit_b4", False, fields)
-
-
-@register_model
-def semask_mit_b4(**fields) -> Segmenter:
-    """SeMask-MiT-B4 + the SegFormer head (SeMask paper Sec. 3, Table 6)."""
-    return make_mit_segformer("semask_mit_b4", "mit_b4", True, fields)
-
-
-@register_model
-def segformer_mit_b5(**fields) -> Segmenter:
-    """SegFormer-B5: MiT-B5 + the all-MLP head (SegFormer paper; SeMask paper Table 6 baseline)."""
-    return make_mit_segformer("segformer_mit_b5", "mit_b5", False, fields)
-
-
-@register_model
-def semask_mit_b5(**fields) -> Segmenter:
-    """SeMask-MiT-B5 + the SegFormer head (SeMask paper Sec. 3, Table 6)."""
-    return make_mit_segformer("semask_mit_b5", "mit_b5", True, fields)
