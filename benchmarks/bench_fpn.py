@@ -46,6 +46,7 @@ from semask.tools.benchmark import (
     train_step,
 )
 from semask.tools.compile import compile_model
+from semask.tools.onednn import enable_onednn
 
 # name -> (attention impl, autocast, torch.compile)
 VARIANTS = {
@@ -121,6 +122,7 @@ def inference_tables(
     """output -> table rows; the steps of both outputs run interleaved in one round robin."""
     torch.manual_seed(0)
     model = semask.create_model(arch, num_classes=num_classes).eval()
+    enable_onednn(model)  # as the inference commands do (the kernels run only under the fast implementation)
     images = torch.randn(1, 3, *size)
     variants = selected(VARIANTS, args)
     copies = {n: variant_model(model, c, False) for n, (i, a, c) in variants.items()}
@@ -191,6 +193,7 @@ def camvid_agreement(checkpoint: str, data_root: str, limit: int | None) -> dict
     from semask.engine.inference import normalize_image, predict_labels
 
     model, info = semask.load(checkpoint, with_info=True)
+    enable_onednn(model)
     cfg = ExperimentCfg.from_dict(info["experiment"]) if info.get("experiment") else ExperimentCfg()
     infer = replace(cfg.eval.single_scale(), amp="none")
     data = build_dataset("camvid", data_root, "val")

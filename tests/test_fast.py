@@ -23,6 +23,7 @@ from semask.layers import window_attention as swin
 from semask.layers.impl import IMPLS, get_impl, set_impl, use_impl
 from semask.layers.windows import from_windows, to_windows, window_index
 from semask.losses.fpn import semask_fpn_loss
+from semask.tools.onednn import enable_onednn
 
 
 def _model(num_classes: int = 7, **overrides) -> torch.nn.Module:
@@ -125,6 +126,7 @@ def test_fast_inference_matches_reference(grad_mode):
     """Inference: oneDNN linear and conv with the BatchNorm folded, channels-last decoder, no prior decoder; same
     logits as the reference within 1e-4, and the reordered-weight cache follows in-place weight updates."""
     model = _model().eval()
+    assert enable_onednn(model) > 0  # the opt-in swap: same parameters, fused kernels
     with torch.no_grad():  # BatchNorm statistics away from identity, so that a wrong folding shows
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

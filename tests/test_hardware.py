@@ -61,7 +61,7 @@ def test_auto_follows_the_cpu():
 @pytest.mark.parametrize("mode", hardware.CPU_MODES)
 def test_onednn_kernels_follow_the_mode(mode):
     """The oneDNN fast path runs only where the mode and the CPU allow it; every mode gives nn.Linear's result."""
-    layer = onednn.Linear(16, 8)
+    layer = onednn.OneDNNLinear(16, 8)
     x = torch.randn(5, 16)
     with torch.no_grad(), hardware.cpu_mode(mode):
         expect = {

@@ -43,7 +43,6 @@ from torch import nn
 
 from semask.backbones.base import Backbone, BackboneOutput, init_transformer_weights
 from semask.layers.drop_path import DropPath
-from semask.layers.onednn import Linear
 from semask.layers.semantic_attention import SemanticLayer, SemanticMode
 from semask.layers.windows import tokens_to_nchw
 from semask.registry import BACKBONES, register_part
@@ -99,9 +98,9 @@ class EfficientSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, sr_ratio: int) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.q = Linear(dim, dim)
-        self.kv = Linear(dim, 2 * dim)
-        self.proj = Linear(dim, dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
         self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio) if sr_ratio > 1 else None
         self.norm = nn.LayerNorm(dim) if sr_ratio > 1 else None
 
@@ -139,10 +138,10 @@ class MixFFN(nn.Module):
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
         self.dwconv = DWConv(hidden)
         self.act = nn.GELU()
-        self.fc2 = Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """(B, h*w, C) -> (B, h*w, C)."""

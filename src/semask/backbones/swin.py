@@ -16,7 +16,6 @@ from torch.utils.checkpoint import checkpoint
 
 from semask.backbones.base import Backbone, BackboneOutput, init_transformer_weights
 from semask.layers.drop_path import DropPath
-from semask.layers.onednn import Linear, fused_linear
 from semask.layers.semantic_attention import SemanticAttention, SemanticLayer, SemanticMode
 from semask.layers.window_attention import relative_position_index, shift_mask, window_attention
 from semask.layers.windows import (
@@ -44,8 +43,8 @@ class WindowAttention(nn.Module):
         self.register_buffer(
             "relative_position_index", relative_position_index(window_size), persistent=False
         )
-        self.qkv = Linear(dim, dim * 3)
-        self.proj = Linear(dim, dim)
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -65,17 +64,16 @@ class WindowAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Linear(C, 4C) -> exact GELU -> Linear(4C, C) (GELU fused into ``fc1`` where :func:`fused_linear` applies)."""
+    """Linear(C, 4C) -> exact GELU -> Linear(4C, C)."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = fused_linear(x, self.fc1, gelu=True)
-        return self.fc2(self.act(self.fc1(x)) if h is None else h)
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class SwinBlock(nn.Module):
@@ -115,7 +113,7 @@ class PatchMerging(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.reduction = Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(4 * dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:

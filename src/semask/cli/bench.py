@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from semask import hardware
     from semask.errors import ConfigError
     from semask.tools import benchmark
+    from semask.tools.onednn import enable_onednn
     from semask.weights import load
 
     if args.iters < 1 or args.warmup < 0 or args.batch < 1:
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     model = load(
         args.model, device, **({} if args.num_classes is None else {"num_classes": args.num_classes})
     )
+    if not args.train:
+        enable_onednn(model)  # the inference commands' fused CPU kernels (training runs plain modules)
     if args.compile:
         from semask.tools.compile import compile_model
 

@@ -48,10 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from semask.engine.evaluate import evaluate
     from semask.errors import ConfigError
     from semask.metrics import format_table
+    from semask.tools.onednn import enable_onednn
     from semask.weights import load
 
     _, _, device = init_distributed()
     model, info = load(args.model, with_info=True)
+    enable_onednn(model)  # fused CPU inference kernels where they run
     if args.compile:
         from semask.tools.compile import compile_model
 

@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from semask.data.io import MAX_PIXELS, read_image
     from semask.engine.inference import InferenceCfg, Predictor
     from semask.errors import ConfigError, DataError
+    from semask.tools.onednn import enable_onednn
     from semask.tools.visualize import default_palette, label_image, overlay, priors_grid
     from semask.weights import load
 
@@ -147,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"no input images found in {' '.join(args.inputs)}")
     max_pixels = MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
     model, info = load(args.model, with_info=True)
+    enable_onednn(model)  # fused CPU inference kernels where they run
     if args.compile:
         from semask.tools.compile import compile_model
 

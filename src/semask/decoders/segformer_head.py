@@ -14,7 +14,6 @@ from torch import nn
 from semask.decoders.base import Decoder, SegOutput
 from semask.decoders.priors import FPNPriorDecoder
 from semask.layers.conv import ConvBNReLU
-from semask.layers.onednn import Linear
 from semask.layers.resize import resize_to
 from semask.losses.fpn import SemanticCELoss
 from semask.registry import DECODERS, register_part
@@ -25,7 +24,7 @@ class MLP(nn.Module):
 
     def __init__(self, in_channels: int, embed_dim: int) -> None:
         super().__init__()
-        self.proj = Linear(in_channels, embed_dim)
+        self.proj = nn.Linear(in_channels, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, h, w) -> (B, E, h, w) (channels-last memory)."""

@@ -3,8 +3,6 @@
 import torch
 from torch import nn
 
-from semask.layers.onednn import fused_conv_bn_relu
-
 
 class ConvBNReLU(nn.Module):
     """mmcv ``ConvModule``: Conv k x k (no bias, 'same' padding) -> BatchNorm2d -> ReLU, with kaiming(fan_out)
@@ -18,6 +16,5 @@ class ConvBNReLU(nn.Module):
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> (B, C_out, H, W); one fused kernel where :func:`fused_conv_bn_relu` applies."""
-        y = fused_conv_bn_relu(x, self.conv, self.bn)
-        return self.activate(self.bn(self.conv(x))) if y is None else y
+        """(B, C_in, H, W) -> (B, C_out, H, W)."""
+        return self.activate(self.bn(self.conv(x)))

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from semask.layers.impl import get_impl
-from semask.layers.onednn import Linear
 
 
 def ms_deform_attn_core(
@@ -74,10 +73,10 @@ class MSDeformAttn(nn.Module):
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
         self.n_levels, self.n_heads, self.n_points = n_levels, n_heads, n_points
-        self.sampling_offsets = Linear(d_model, n_heads * n_levels * n_points * 2)
-        self.attention_weights = Linear(d_model, n_heads * n_levels * n_points)
-        self.value_proj = Linear(d_model, d_model)
-        self.output_proj = Linear(d_model, d_model)
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -11,8 +11,9 @@ These are the kernels inductor's CPU freezing pass emits (``torch.ops.mkldnn._li
   decoder head runs 1.4x faster in fp32 (no separate passes over the 256-channel stride-4 map).
 
 They serve fp32 and bf16-autocast inference; everything else (autograd, fp16, tracing, compiling, other devices,
-training-mode BatchNorm, the ``reference`` implementation) runs the plain PyTorch ops.
-``benchmarks/bench_fpn.py`` shows the whole-model effect.
+training-mode BatchNorm, the ``reference`` implementation) runs the plain PyTorch ops. Models are built from plain
+modules; :func:`semask.tools.onednn.enable_onednn` swaps in the modules of this file (opt-in: the ``semask eval``,
+``predict`` and ``bench`` commands do). ``benchmarks/bench_fpn.py`` shows the whole-model effect.
 """
 
 import weakref
@@ -103,7 +104,7 @@ def fused_linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), w, b, act, [], algo)
 
 
-class Linear(nn.Linear):
+class OneDNNLinear(nn.Linear):
     """``nn.Linear`` (same parameters and state_dict keys) that runs :func:`fused_linear` where it applies."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from semask.layers.impl import get_impl
-from semask.layers.onednn import Linear
 from semask.layers.windows import from_windows, to_windows, tokens_to_nchw
 
 SemanticMode = Literal["window", "global"]
@@ -63,10 +62,10 @@ class SemanticAttention(nn.Module):
 
     def __init__(self, dim: int, num_classes: int, proj_drop: float = 0.1, use_gamma: bool = True) -> None:
         super().__init__()
-        self.mlp_cls_q = Linear(dim, num_classes)
-        self.mlp_cls_k = Linear(dim, num_classes)
-        self.mlp_v = Linear(dim, dim)
-        self.mlp_res = Linear(dim, dim)
+        self.mlp_cls_q = nn.Linear(dim, num_classes)
+        self.mlp_cls_k = nn.Linear(dim, num_classes)
+        self.mlp_v = nn.Linear(dim, dim)
+        self.mlp_res = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.gamma = nn.Parameter(torch.zeros(1)) if use_gamma else None
 

@@ -15,7 +15,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from semask.layers.impl import use_impl
-from semask.layers.onednn import Linear
 
 
 def _conv(m: nn.Module, inp: tuple, out: torch.Tensor) -> int:
@@ -58,8 +57,7 @@ _MMCV_HOOKS: dict[type, Callable[[nn.Module, tuple, torch.Tensor], int]] = {
     **dict.fromkeys((nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6), _output_numel),
     **dict.fromkeys(_POOLS, _input_numel),
     **dict.fromkeys(_NORMS, _norm),
-    # semask's Linear is an nn.Linear with a oneDNN inference path
-    **dict.fromkeys((nn.Linear, Linear), _linear),
+    nn.Linear: _linear,
     nn.Upsample: _output_numel,
 }
 

@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semask.layers.onednn import Linear
-
 
 @dataclass
 class MaskPrediction:
@@ -110,7 +108,7 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(Linear(d, o) for d, o in zip(dims, dims[1:] + [out_dim], strict=True))
+        self.layers = nn.ModuleList(nn.Linear(d, o) for d, o in zip(dims, dims[1:] + [out_dim], strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., in_dim) -> (..., out_dim)."""

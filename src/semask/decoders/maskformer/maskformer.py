@@ -20,7 +20,6 @@ from semask.decoders.maskformer.common import (
     predict_masks,
     xavier_matrices,
 )
-from semask.layers.onednn import Linear
 from semask.layers.position import sine_position_embedding
 
 
@@ -60,8 +59,8 @@ class DETRDecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = Linear(d_model, dim_feedforward)
-        self.linear2 = Linear(dim_feedforward, d_model)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
@@ -149,7 +148,7 @@ class TransformerPredictor(nn.Module):
         )
         if in_channels != hidden_dim:
             c2_xavier_fill(self.input_proj)
-        self.class_embed = Linear(hidden_dim, num_classes + 1)
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     def forward(self, features: list[torch.Tensor], mask_features: torch.Tensor) -> PredictorOutput:

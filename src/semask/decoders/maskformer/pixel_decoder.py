@@ -13,7 +13,6 @@ from torch import nn
 
 from semask.decoders.maskformer.common import Conv2dNorm, PixelDecoderOutput, xavier_matrices
 from semask.layers.ms_deform_attn import MSDeformAttn
-from semask.layers.onednn import Linear
 from semask.layers.position import sine_position_embedding
 
 
@@ -26,8 +25,8 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = Linear(d_model, dim_feedforward)
-        self.linear2 = Linear(dim_feedforward, d_model)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 

@@ -18,7 +18,6 @@ from semask.decoders.maskformer.common import (
     predict_masks,
     xavier_matrices,
 )
-from semask.layers.onednn import Linear
 from semask.layers.position import sine_position_embedding
 
 
@@ -68,8 +67,8 @@ class FFNLayer(nn.Module):
 
     def __init__(self, d_model: int, dim_feedforward: int, dropout: float) -> None:
         super().__init__()
-        self.linear1 = Linear(d_model, dim_feedforward)
-        self.linear2 = Linear(dim_feedforward, d_model)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         xavier_matrices(self)
@@ -146,7 +145,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         for proj in self.input_proj:
             if isinstance(proj, nn.Conv2d):
                 c2_xavier_fill(proj)
-        self.class_embed = Linear(hidden_dim, num_classes + 1)
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     def _predict(self, output: torch.Tensor, mask_features: torch.Tensor) -> MaskPrediction:

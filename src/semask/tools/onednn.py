@@ -1,0 +1,48 @@
+"""The opt-in oneDNN module swap: the same parameters, fused CPU inference kernels (:mod:`semask.layers.onednn`).
+
+``enable_onednn(model)`` changes the class of the modules it knows, in place, to a subclass whose ``forward`` calls
+the fused kernel where it applies (``fast`` implementation, CPU, no autograd, fp32 or bf16 autocast, a CPU/build
+where the kernel runs) and the plain ops elsewhere; state dicts, training and export are unchanged.
+"""
+
+import torch
+from torch import nn
+
+from semask.backbones.swin import Mlp
+from semask.layers.conv import ConvBNReLU
+from semask.layers.onednn import OneDNNLinear, fused_conv_bn_relu, fused_linear
+
+
+class OneDNNConvBNReLU(ConvBNReLU):
+    """:class:`ConvBNReLU` as one oneDNN call with the eval-mode BatchNorm folded in, where that applies."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = fused_conv_bn_relu(x, self.conv, self.bn)
+        return super().forward(x) if y is None else y
+
+
+class OneDNNMlp(Mlp):
+    """Swin's :class:`Mlp` with the exact GELU fused into ``fc1``'s oneDNN kernel, where that applies."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = fused_linear(x, self.fc1, gelu=True)
+        return super().forward(x) if h is None else self.fc2(h)
+
+
+SWAPS: dict[type, type] = {nn.Linear: OneDNNLinear, ConvBNReLU: OneDNNConvBNReLU, Mlp: OneDNNMlp}
+"""Exact module class -> its oneDNN subclass (subclasses of these, e.g. MultiheadAttention's projection, stay)."""
+
+
+def enable_onednn(model: nn.Module) -> int:
+    """Swap every module of an exact class in :data:`SWAPS` for its oneDNN subclass, in place.
+
+    Returns:
+        The number of modules swapped.
+    """
+    swapped = 0
+    for module in model.modules():
+        new = SWAPS.get(type(module))
+        if new is not None:
+            module.__class__ = new
+            swapped += 1
+    return swapped
