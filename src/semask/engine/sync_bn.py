@@ -6,7 +6,6 @@ Under DDP we synchronise the batch statistics: CUDA uses ``nn.SyncBatchNorm``, C
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
 
@@ -21,7 +20,7 @@ class DistBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         c = x.shape[1]
         count = x.new_full((1,), x.numel() / c)
-        stats = dist_fn.all_reduce(torch.cat([x.sum((0, 2, 3)), x.square().sum((0, 2, 3)), count]))
+        stats = _AllReduceSum.apply(torch.cat([x.sum((0, 2, 3)), x.square().sum((0, 2, 3)), count]))
         total = stats[-1]
         mean = stats[:c] / total  # (C,)
         var = stats[c : 2 * c] / total - mean.square()  # (C,) biased, used for normalising
@@ -32,6 +31,22 @@ class DistBatchNorm2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
         scale = self.weight / torch.sqrt(var + self.eps)
         return x * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes; the gradient is summed too (every process's loss depends on the sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:

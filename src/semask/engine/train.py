@@ -7,7 +7,7 @@ order is a pure function of (seed, iteration) (:mod:`semask.engine.stream`).
 
 import json
 import math
-import signal
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +20,20 @@ from tqdm import tqdm
 from semask.configs.schema import ExperimentCfg, TrainCfg
 from semask.data.datasets import build_dataset
 from semask.engine import report
-from semask.engine.distributed import barrier, init_distributed, is_main
+from semask.engine.distributed import (
+    DEFAULT_TIMEOUT_S,
+    Interrupted,
+    LostContact,
+    StopFlag,
+    StoppedTogether,
+    agree,
+    barrier,
+    close_distributed,
+    init_distributed,
+    is_collective_error,
+    is_main,
+    mean_over_processes,
+)
 from semask.engine.evaluate import evaluate
 from semask.engine.inference import autocast
 from semask.engine.optim import build_optimizer, lr_at
@@ -67,39 +80,20 @@ def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum(v for k, v in losses.items() if k.startswith("loss"))
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop writes a final checkpoint and stops after the current iteration.
-
-    ``name`` is the signal's name (e.g. ``"SIGTERM"``) once one arrived, else None.
-    """
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _handle(self, signum, frame) -> None:
-        self.signal = signum
-
-    @property
-    def name(self) -> str | None:
-        return None if self.signal is None else signal.Signals(self.signal).name
-
-    def restore(self) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 class Trainer:
     """One run: the model, its optimizer and data, and the loop's state (``done``: iterations finished;
-    ``saved``: the iteration ``last.pt`` holds; ``best``: best validation mIoU; ``nonfinite``: skipped steps)."""
+    ``saved``: the iteration ``last.pt`` holds; ``best``: best validation mIoU; ``nonfinite``: skipped steps;
+    ``together``: every process stops at this point, so they can still save a checkpoint together)."""
 
-    def __init__(self, cfg: ExperimentCfg, out: Path, resume: bool) -> None:
-        self.cfg, self.out, self.last = cfg, out, out / "last.pt"
-        self.rank, self.world, self.device = init_distributed()
+    def __init__(
+        self, cfg: ExperimentCfg, out: Path, resume: bool, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> None:
+        self.cfg, self.out, self.last, self.timeout_s = cfg, out, out / "last.pt", timeout_s
+        self.owns_group = not torch.distributed.is_initialized()  # destroyed by close() when created here
+        self.rank, self.world, self.device = init_distributed(timeout_s)
+        self.together = False
         t = cfg.train
-        self.amp = resolve_amp(
-            t.amp, self.device
-        )  # bf16 without native bf16 -> fp32 (said once); fp16 refused
+        self.amp = resolve_amp(t.amp, self.device)  # bf16 without native bf16 -> fp32; fp16 refused
         if t.batch_size % self.world:
             raise SemaskError(
                 f"train.batch_size={t.batch_size} is not divisible by the {self.world} processes"
@@ -191,14 +185,29 @@ class Trainer:
         if path == self.last:
             self.saved = it
 
-    def step(self, it: int, batch) -> dict[str, float]:
-        """One optimisation step; returns the losses and the lr. A non-finite loss skips the update.
+    def check_batch(self, stop: StopFlag, batch) -> None:
+        """Agree with the other processes whether to run this iteration (one all-reduce).
 
-        Raises:
-            SemaskError: the batch is a loading error, or more than ``train.max_nonfinite`` skipped steps.
+        Raises (on every process together):
+            DataError: this process met a bad file (the others raise StoppedTogether).
+            Interrupted: a process received SIGINT/SIGTERM (possibly while loading this batch).
         """
+        signum, bad = agree([stop.signal or 0, isinstance(batch, SemaskError)], self.device)
+        self.together = bool(signum or bad)
         if isinstance(batch, SemaskError):
             raise batch
+        if bad:
+            raise StoppedTogether("another process met a bad data file (its error names it)")
+        if signum:
+            raise Interrupted(f"stopped by {StopFlag.name(signum)}")
+
+    def step(self, it: int, batch) -> dict[str, float]:
+        """One optimisation step; returns the losses (means over the processes) and the lr. A non-finite loss
+        on any process skips the update on every process (said once, by the main process).
+
+        Raises:
+            StoppedTogether: more than ``train.max_nonfinite`` skipped steps (on every process).
+        """
         lr = lr_at(it, self.cfg.optim.lr, self.cfg.train)
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_mult", 1.0)  # checkpoints of semask <= 0.1 have no lr_mult
@@ -207,8 +216,10 @@ class Trainer:
             outputs = self.net(images)
         losses = self.model.losses(outputs, labels, self.settings)
         loss = total_loss(losses)
+        local = torch.stack([v.detach().float() for v in (*losses.values(), loss)])
+        scalars = dict(zip([*losses, "loss"], mean_over_processes(local).tolist(), strict=True))
         self.optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
+        if math.isfinite(scalars["loss"]):  # the same value, so the same decision, on every process
             self.scaler.scale(loss).backward()
             if self.cfg.optim.grad_clip:
                 self.scaler.unscale_(self.optimizer)
@@ -217,30 +228,46 @@ class Trainer:
             self.scaler.update()
         else:  # skipped: the weights stay as they were
             self.nonfinite += 1
-            if self.nonfinite > self.cfg.train.max_nonfinite:
-                raise SemaskError(
-                    f"non-finite loss ({loss.item()}) at iteration {it}; lower optim.lr, use train.amp=none, "
+            limit = self.cfg.train.max_nonfinite
+            if self.nonfinite > limit:
+                self.together = True
+                raise StoppedTogether(
+                    f"non-finite loss ({scalars['loss']}) at iteration {it}; lower optim.lr, use train.amp=none, "
                     f"or allow skips with --set train.max_nonfinite=N"
                 )
-        return {k: v.detach().item() for k, v in losses.items()} | {"loss": loss.detach().item(), "lr": lr}
+            if is_main():
+                note = f"non-finite loss at iteration {it}: update skipped ({self.nonfinite} of max_nonfinite={limit})"
+                print(f"note: {note}", file=sys.stderr, flush=True)
+        return scalars | {"lr": lr}
 
-    def validate(self, progress: bool) -> dict:
-        """Single-scale evaluation on the validation split (``eval.single_scale()``); saves ``best.pt``."""
-        e = self.cfg.eval
+    def validate(self, progress: bool, stop: StopFlag) -> dict:
+        """Single-scale evaluation on the validation split (``eval.single_scale()``); saves ``best.pt``.
+
+        Raises:
+            Interrupted: a signal reached a process (every process stops within one image).
+        """
+        e, k = self.cfg.eval, self.model.num_classes
         metrics = evaluate(
-            self.model,
-            self.val_set,
-            self.model.num_classes,
-            e.single_scale(),
-            self.device,
-            progress,
-            e.metric,
+            self.model, self.val_set, k, e.single_scale(), self.device, progress, e.metric, stop
         )
         if self.best is None or metrics["mIoU"] > self.best:
             self.best = metrics["mIoU"]
             self.save(self.out / "best.pt", self.done)
         self.net.train()
         return metrics
+
+    def held(self) -> str:
+        """What ``last.pt`` holds, for error messages."""
+        return (
+            f"{self.last} holds iteration {self.saved}"
+            if self.last.is_file()
+            else "no checkpoint was written"
+        )
+
+    def close(self) -> None:
+        """Destroy the process group this run created."""
+        if self.owns_group:
+            close_distributed()
 
 
 def train(
@@ -249,73 +276,93 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict:
-    """Train ``cfg`` into ``out_dir`` (config.json, last.pt, best.pt, metrics.jsonl, tb/, curves.png), printing a
-    header first and the best mIoU and next commands at the end (:mod:`semask.engine.report`). ``last.pt`` is
-    written atomically every ``train.ckpt_interval`` iterations, at the end, on SIGINT/SIGTERM, and (single
-    process) when a bad file or a non-finite loss stops the run, so no finished iteration is lost.
+    """Train ``cfg`` into ``out_dir`` (config.json, last.pt, best.pt, metrics.jsonl, tb/), printing a header first
+    and the best mIoU and next commands at the end (:mod:`semask.engine.report`). ``last.pt`` is written
+    atomically every ``train.ckpt_interval`` iterations, at the end, on SIGINT/SIGTERM, and when a bad file or a
+    non-finite loss stops the run. Under ``torchrun`` the processes agree at every iteration (and every
+    evaluated image) on stopping and skipping, so a signal, bad file or non-finite loss met by one stops or
+    skips all; a process that dies or hangs makes the others stop with an error (``timeout_s``).
 
     Args:
         resume: continue from ``out_dir/last.pt`` (model, optimizer, scaler, RNG, iteration).
         progress: show a progress bar with loss, lr and ETA.
         stop_after: pause after this iteration (writes ``last.pt``); ``resume`` continues the same schedule.
+        timeout_s: collective timeout of a multi-process run, in seconds.
 
     Returns:
         The last evaluation's metrics (empty dict when no evaluation ran).
 
     Raises:
-        KeyboardInterrupt: after SIGINT/SIGTERM, once ``last.pt`` is written (the message names the signal,
-            the iteration and the checkpoint).
+        Interrupted (a KeyboardInterrupt): SIGINT/SIGTERM, once ``last.pt`` is written (the message names the
+            signal, the iteration and the checkpoint); a signal cuts a stalled data load or image short.
         DataError: a bad data folder (before anything is written) or a bad file met during training.
-        ConfigError: loss settings the model's criterion does not take (e.g. ``train.ohem_min_kept`` for a
-            mask-classification model), before anything is written.
-        CheckpointError: ``resume`` without a readable ``last.pt`` matching the model, or a checkpoint that
-            cannot be written (e.g. a full disk; the previous one stays intact).
-        SemaskError: a non-finite loss beyond ``train.max_nonfinite`` skipped iterations (the message names
-            the iteration), or a batch size not divisible by the number of processes. Errors met during the
-            loop say which iteration the run stopped after and which iteration ``last.pt`` holds.
+        ConfigError: loss settings the model's criterion does not take, before anything is written.
+        CheckpointError: no readable ``last.pt`` matching the model to resume, or a checkpoint that cannot be
+            written (e.g. a full disk; the previous one stays intact).
+        SemaskError: a non-finite loss beyond ``train.max_nonfinite`` skips, a batch size not divisible by the
+            number of processes. Errors met in the loop say which iteration the run stopped after and which
+            iteration ``last.pt`` holds.
+        LostContact: another process died or hung (a SemaskError; exit the process after it).
     """
     out = Path(out_dir)
-    run = Trainer(cfg, out, resume)
+    run = Trainer(cfg, out, resume, timeout_s)
     run.model.criterion.check(run.settings, run.model.num_classes)
     if is_main():
         run.announce()
     writer, log = (_tensorboard(out / "tb"), (out / "metrics.jsonl").open("a")) if is_main() else (None, None)
     stop, bar = (
-        _StopFlag(),
+        StopFlag(),
         tqdm(total=cfg.train.max_iters, initial=run.done, disable=not (progress and is_main())),
     )
     run.net.train()
     try:
         metrics = _loop(run, stop, bar, writer, log, progress, stop_after)
-    except CheckpointError:
-        raise  # writing a checkpoint failed: there is nothing more to save
-    except SemaskError as err:  # a bad file or a non-finite loss: keep the finished iterations, then stop
+    except (SemaskError, Interrupted, RuntimeError) as err:
         raise _stopped(run, err) from None
     finally:
         stop.restore()
         for sink in (bar, writer, log):
             if sink is not None:
                 sink.close()
-    if is_main():
+        run.close()
+    if run.rank == 0:  # not is_main(): the process group is gone
         report.finish(cfg, out, run.done, run.val_set)
     return metrics
 
 
-def _stopped(run: Trainer, err: SemaskError) -> SemaskError:
-    """``err`` saying where training stopped, after saving the finished iterations (single process)."""
-    if run.world == 1 and run.done > run.saved:
-        run.save(run.last, run.done)
-    held = f"{run.last} holds iteration {run.saved}" if run.last.is_file() else "no checkpoint was written"
-    return type(err)(f"{err} (training stopped after iteration {run.done}; {held})")
+def _stopped(run: Trainer, err: BaseException) -> BaseException:
+    """``err`` saying where training stopped, after saving the finished iterations when every process stops;
+    ``err`` itself for a failed checkpoint (nothing more to save) or a RuntimeError that is not a collective's."""
+    if isinstance(err, CheckpointError) or (isinstance(err, RuntimeError) and not is_collective_error(err)):
+        return err
+    if isinstance(err, RuntimeError):  # a collective failed: the other processes cannot take part in a save
+        first = (str(err).strip() or type(err).__name__).splitlines()[0]
+        return LostContact(
+            f"process {run.rank} of {run.world} lost contact with the others after iteration {run.done}: another "
+            f"process died, or hung longer than the {run.timeout_s:g} s collective timeout (--dist-timeout); "
+            f"see the other processes' logs ({first}); {run.held()}"
+        )
+    if (run.world == 1 or run.together or isinstance(err, Interrupted)) and run.done > run.saved:
+        run.save(run.last, run.done)  # Interrupted is always raised by every process together
+    if isinstance(err, Interrupted):
+        return Interrupted(
+            f"{err} after iteration {run.done} of {run.cfg.train.max_iters}; checkpoint saved to {run.last} "
+            "(continue with --resume)"
+        )
+    return type(err)(f"{err} (training stopped after iteration {run.done}; {run.held()})")
 
 
 def _loop(
-    run: Trainer, stop: _StopFlag, bar: tqdm, writer, log, progress: bool, stop_after: int | None
+    run: Trainer, stop: StopFlag, bar: tqdm, writer, log, progress: bool, stop_after: int | None
 ) -> dict:
-    """Iterations ``run.done`` to ``train.max_iters``: step, log, evaluate, checkpoint, stop on a signal."""
+    """Iterations ``run.done`` to ``train.max_iters``: agree, step, log, evaluate, checkpoint."""
     t, metrics, t0 = run.cfg.train, {}, time.time()
-    for it, batch in zip(range(run.done, t.max_iters), run.loader(), strict=False):
+    batches = iter(run.loader())
+    for it in range(run.done, t.max_iters):
+        batch = stop.interruptible(next, batches)  # None: a signal cut the loading short
+        run.check_batch(stop, batch)
         scalars = run.step(it, batch)
         run.done = done = it + 1
         bar.update(1)
@@ -323,19 +370,13 @@ def _loop(
             bar.set_postfix(loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}")
             _log(writer, log, done, scalars | {"time_s": time.time() - t0})
         if done % t.eval_interval == 0 or done == t.max_iters:
-            metrics = run.validate(progress)
+            metrics = run.validate(progress, stop)
             _log(writer, log, done, {k: metrics[k] for k in ("aAcc", "mIoU", "mAcc")})
-        stopping = done == stop_after or (stop.signal is not None and done < t.max_iters)
-        if stopping or done % t.ckpt_interval == 0 or done == t.max_iters:
+        if done == stop_after or done % t.ckpt_interval == 0 or done == t.max_iters:
             run.save(run.last, done)
             barrier()
         if done == stop_after:
             break
-        if stopping:
-            raise KeyboardInterrupt(
-                f"stopped by {stop.name} after iteration {done} of {t.max_iters}; checkpoint saved to {run.last} "
-                "(continue with --resume)"
-            )
     return metrics
 
 
