@@ -62,10 +62,13 @@ def make_swin_fpn(arch: str, size: dict[str, Any], semantic: bool, fields: dict[
     return compose(arch, "swin", "semantic_fpn", size | {"semantic_attention": layout}, fields)
 
 
-def make_swin_mask(arch: str, size: dict[str, Any], decoder: str, fields: dict[str, Any]) -> Segmenter:
-    """SeMask-Swin + a mask-classification head (the SeMask detectron2 projects: detectron2 init, SPEC A2)."""
+def make_swin_mask(
+    arch: str, size: dict[str, Any], decoder: str, fields: dict[str, Any], semantic: bool = True
+) -> Segmenter:
+    """(SeMask-)Swin + a mask-classification head (the SeMask detectron2 projects: detectron2 init, SPEC A2);
+    ``semantic=False``: plain Swin, the original Mask2Former / MaskFormer models."""
     head = MASKFORMER_HEAD if decoder == "maskformer" else {}
-    layout = project_semantic_layout(decoder, fields.get("num_classes", 150))
+    layout = project_semantic_layout(decoder, fields.get("num_classes", 150)) if semantic else None
     defaults = size | head | {"weight_init": "d2", "semantic_attention": layout}
     return compose(arch, "swin", decoder, defaults, fields)
 
@@ -248,3 +251,33 @@ def semask_swin_large_msfapn_m2f(**fields) -> Segmenter:
 def semask_swin_msfapn_m2f(**fields) -> Segmenter:
     """SeMask-Swin MSFaPN Mask2Former of any width (Swin-T defaults; converted detectron2 weights)."""
     return make_swin_mask("semask_swin_msfapn_m2f", SWIN["tiny"], "msfapn_m2f", fields)
+
+
+def _plain_mask(arch: str, size: str, decoder: str, doc: str) -> None:
+    """Register the entrypoint ``arch``: plain Swin of ``size`` (no semantic layers) + the ``decoder`` head."""
+
+    def entry(**fields) -> Segmenter:
+        return make_swin_mask(arch, SWIN[size], decoder, fields, semantic=False)
+
+    entry.__name__ = entry.__qualname__ = arch
+    entry.__doc__ = doc
+    register_model(entry)
+
+
+for _size in ("tiny", "small", "base", "large"):
+    for _decoder, _paper in (("m2f", "Mask2Former"), ("maskformer", "MaskFormer")):
+        _plain_mask(
+            f"swin_{_size}_{_decoder}",
+            _size,
+            "mask2former" if _decoder == "m2f" else "maskformer",
+            f"Swin-{_size[0].upper()} {_paper} without semantic layers (the original model, as in transformers).",
+        )
+_plain_mask(
+    "swin_m2f", "tiny", "mask2former", "Swin Mask2Former of any width (Swin-T defaults; converted weights)."
+)
+_plain_mask(
+    "swin_maskformer",
+    "tiny",
+    "maskformer",
+    "Swin MaskFormer of any width (Swin-T defaults; converted weights).",
+)
