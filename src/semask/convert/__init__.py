@@ -3,6 +3,7 @@
 Sources:
 
 - ``semask-fpn-mmseg``: official SeMask-FPN release checkpoints -> a whole model (strict load).
+- ``mmseg-maskformer``: MMSegmentation 1.x MaskFormer checkpoints (R-50/101-D32, Swin-T/S) -> a whole model.
 - ``swin-imagenet``: official Microsoft (or timm-layout) Swin ImageNet checkpoints -> ``backbone.*`` weights for
   a non-strict load (see :func:`load_imagenet_backbone`).
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from semask.convert import semask_d2, semask_fpn_mmseg, swin_official
+from semask.convert import mmseg_maskformer, semask_d2, semask_fpn_mmseg, swin_official
 from semask.convert.swin_official import load_imagenet_backbone
 from semask.data.meta import get_meta
 from semask.errors import ConfigError
@@ -25,6 +26,7 @@ SOURCES = {
     "semask-fapn-d2": semask_d2.convert_fapn,
     "semask-msfapn-d2": semask_d2.convert_msfapn,
     "swin-imagenet": swin_official.convert,
+    "mmseg-maskformer": mmseg_maskformer.convert,
 }
 
 

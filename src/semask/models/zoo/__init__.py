@@ -4,7 +4,7 @@ family: :mod:`~semask.models.zoo.swin` ((SeMask-)Swin + Semantic-FPN / mask clas
 :mod:`semask.models.small`. Importing this package registers every entrypoint.
 """
 
-from semask.models.zoo import mit  # noqa: F401  (registers its entrypoints)
+from semask.models.zoo import maskformer_mmseg, mit  # noqa: F401  (registers their entrypoints)
 from semask.models.zoo.swin import (
     SWIN,
     SeMaskFPNConfig,
