@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 import semask
-from semask.backbones.resnet import ResNet
+from semask.backbones.resnet import RESNET_DEPTHS, ResNet
 from semask.cli import main as cli_main
+from semask.configs.presets import PRESETS
 from semask.convert import SOURCES
 from semask.convert.mmseg_maskformer import convert
 from semask.data.transforms import normalize
@@ -38,6 +39,12 @@ MANIFESTS = {
     "maskformer_r101-d32_8xb2-160k_ade20k-512x512": "maskformer_r101_d32",
     "maskformer_swin-t_upernet_8xb2-160k_ade20k-512x512": "maskformer_swin_t",
     "maskformer_swin-s_upernet_8xb2-160k_ade20k-512x512": "maskformer_swin_s",
+}
+PRESET_CONFIGS = {
+    "maskformer_r50-d32_ade20k-512_160k": "maskformer_r50-d32_8xb2-160k_ade20k-512x512",
+    "maskformer_r101-d32_ade20k-512_160k": "maskformer_r101-d32_8xb2-160k_ade20k-512x512",
+    "maskformer_swin-t_ade20k-512_160k": "maskformer_swin-t_upernet_8xb2-160k_ade20k-512x512",
+    "maskformer_swin-s_ade20k-512_160k": "maskformer_swin-s_upernet_8xb2-160k_ade20k-512x512",
 }
 # (ours, mmseg) loss names: last layer and decoder layer 0 of the 2-layer tiny head
 LOSS_NAMES = {
@@ -258,3 +265,55 @@ def test_resnet_plugs_into_semantic_fpn_and_semask_swin_into_this_head():
     sum(losses.values()).backward()
     assert model.backbone.layers[0].semantic_layer is not None
     assert model.predict(x).shape == (2, 4, 64, 64)
+
+
+def exec_config(path) -> dict:
+    """The top-level names of an mmengine config file (plain Python; ``_base_`` is not followed)."""
+    names: dict = {}
+    exec(path.read_text(), names)
+    return names
+
+
+@pytest.mark.parametrize("preset, config", PRESET_CONFIGS.items())
+def test_presets_follow_the_mmseg_recipes(fixture_path, preset, config):
+    root = fixture_path("mmseg_maskformer", "recipes")
+    own = exec_config(root / f"{config}.py")
+    r50 = exec_config(root / "maskformer_r50-d32_8xb2-160k_ade20k-512x512.py")  # the Swin configs' _base_
+    data = exec_config(root / "_base_datasets_ade20k.py")
+    schedule = exec_config(root / "_base_schedules_schedule_160k.py")
+    exp = PRESETS[preset]()
+    merged = r50 | own  # top-level names the row's file sets replace the base's (mmengine merge)
+    opt, wrapper, steps = merged["optimizer"], merged["optim_wrapper"], merged["param_scheduler"]
+    assert (exp.optim.lr, exp.optim.weight_decay, exp.optim.betas) == (
+        opt["lr"],
+        opt["weight_decay"],
+        opt["betas"],
+    )
+    assert exp.optim.grad_clip == wrapper["clip_grad"]["max_norm"]
+    assert exp.optim.backbone_lr_mult == wrapper["paramwise_cfg"]["custom_keys"]["backbone"]["lr_mult"]
+    poly, warmup = steps[-1], [s for s in steps if s["type"] == "LinearLR"]
+    assert poly["type"] == "PolyLR" and poly["eta_min"] == exp.train.min_lr
+    assert exp.train.power == poly["power"]
+    assert exp.train.max_iters == poly["end"] == schedule["train_cfg"]["max_iters"]
+    assert exp.train.warmup_iters == (warmup[0]["end"] if warmup else 0)
+    if warmup:
+        assert exp.train.warmup_ratio == warmup[0]["start_factor"]
+    assert exp.train.batch_size == 8 * r50["train_dataloader"]["batch_size"]  # 8 GPUs x 2 ("8xb2")
+    assert exp.train.eval_interval == schedule["train_cfg"]["val_interval"]
+    train = {t["type"]: t for t in data["train_pipeline"]}
+    assert exp.data.scale == train["RandomResize"]["scale"]
+    assert exp.data.ratio_range == train["RandomResize"]["ratio_range"]
+    assert exp.data.crop_size == train["RandomCrop"]["crop_size"] == r50["crop_size"]
+    assert exp.data.cat_max_ratio == train["RandomCrop"]["cat_max_ratio"]
+    assert exp.data.flip_prob == train["RandomFlip"]["prob"] and exp.data.photometric
+    test = {t["type"]: t for t in data["test_pipeline"]}
+    assert exp.eval.scale == test["Resize"]["scale"] and exp.eval.mode == r50["model"]["test_cfg"]["mode"]
+    assert exp.eval.tta_ratios == tuple(data["img_ratios"]) and exp.eval.flip
+    with torch.device("meta"):
+        model = create_model(exp.model["arch"], **exp.model)
+    assert model.num_classes == r50["num_classes"]
+    backbone = merged["model"]["backbone"]
+    if "depth" in backbone:
+        assert model.cfg.depths == RESNET_DEPTHS[backbone["depth"]]
+    else:
+        assert model.cfg.depths == tuple(own["depths"]) and model.cfg.semantic_attention is None

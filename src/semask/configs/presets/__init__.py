@@ -19,4 +19,10 @@ def register(build: Callable[[], ExperimentCfg]) -> None:
     PRESETS[name] = build
 
 
-from semask.configs.presets import camvid, d2, m2f_plain, swin_fpn  # noqa: E402, F401  (register the presets)
+from semask.configs.presets import (  # noqa: E402, F401  (register the presets)
+    camvid,
+    d2,
+    m2f_plain,
+    maskformer_mmseg,
+    swin_fpn,
+)
