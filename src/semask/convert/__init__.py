@@ -6,13 +6,15 @@ Sources:
 - ``mmseg-maskformer``: MMSegmentation 1.x MaskFormer checkpoints (R-50/101-D32, Swin-T/S) -> a whole model.
 - ``swin-imagenet``: official Microsoft (or timm-layout) Swin ImageNet checkpoints -> ``backbone.*`` weights for
   a non-strict load (see :func:`load_imagenet_backbone`).
+- ``hf``: Hugging Face ``transformers`` folders (``config.json`` + weights) of Mask2Former-Swin, MaskFormer-Swin
+  and SegFormer -> a whole model (:mod:`semask.convert.hf`, which also converts back: ``to_hf``).
 """
 
 from pathlib import Path
 
 import torch
 
-from semask.convert import mmseg_maskformer, semask_d2, semask_fpn_mmseg, swin_official
+from semask.convert import hf, mmseg_maskformer, semask_d2, semask_fpn_mmseg, swin_official
 from semask.convert.swin_official import load_imagenet_backbone
 from semask.data.meta import get_meta
 from semask.errors import ConfigError
@@ -27,6 +29,7 @@ SOURCES = {
     "semask-msfapn-d2": semask_d2.convert_msfapn,
     "swin-imagenet": swin_official.convert,
     "mmseg-maskformer": mmseg_maskformer.convert,
+    "hf": hf.convert,
 }
 
 
@@ -96,6 +99,8 @@ def convert_file(
     Raises:
         CheckpointError, ConfigError: as :func:`read_checkpoint` and :func:`convert_checkpoint`.
     """
+    if source == "hf":  # a folder: config.json (class names in id2label) + weights
+        return hf.convert_dir(src_path, dst_path, dataset, **kwargs)
     cfg, sd = convert_checkpoint(source, read_checkpoint(src_path), **kwargs)
     if source == "swin-imagenet":
         write_safetensors(sd, dst_path)
