@@ -1,5 +1,8 @@
 """Presets: every one loads and builds; overrides are type-checked; JSON dumps round-trip."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -70,3 +73,11 @@ def test_choice_fields_are_checked():
         load_config("semask_swin_nano_fpn_camvid-demo", ["eval.metric=foo"])
     with pytest.raises(ConfigError, match="train.amp: 'fp8' is not one of"):
         load_config("semask_swin_nano_fpn_camvid-demo", ["train.amp=fp8"])
+
+
+def test_every_preset_the_readme_trains_exists():
+    """``semask train NAME`` in README.md and docs/ names a registered preset (a renamed preset breaks no doc)."""
+    root = Path(__file__).resolve().parents[1]
+    texts = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    named = {m for p in texts for m in re.findall(r"semask train ([a-z][\w.-]+_[\w.-]+)", p.read_text())}
+    assert len(named) >= 4 and named <= set(list_configs()), sorted(named - set(list_configs()))

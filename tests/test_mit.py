@@ -5,9 +5,12 @@ import pytest
 import torch
 
 from semask.backbones.mit import SeMaskMiT, semantic_layout
+from semask.configs import load_config
 from semask.convert.mit import convert_mit_imagenet, convert_segformer_official
 from semask.decoders.segformer_head import SegFormerHead
+from semask.engine.optim import build_optimizer
 from semask.models import Segmenter
+from semask.registry import create_model
 
 TINY = dict(embed_dims=(16, 32, 48, 64), depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4))
 
@@ -117,3 +120,42 @@ def test_converters_report_unmapped_missing_and_mismatched_keys():
     assert report.unmapped == ["backbone.extra.weight"]
     assert report.missing == ["backbone.block2.1.mlp.fc2.bias"]
     assert report.mismatched == ["backbone.block1.0.attn.q.weight: checkpoint (16, 8) vs model (16, 16)"]
+
+
+@pytest.mark.parametrize("variant", ["mit_b0", "mit_b5"])
+def test_segformer_presets_follow_the_official_recipe(variant):
+    """NVlabs ``segformer.b*.512x512.ade.160k`` / ``1024x1024.city.160k`` for SegFormer and SeMask-MiT."""
+    crop = 640 if variant == "mit_b5" else 512
+    for arch in (f"segformer_{variant}", f"semask_{variant}"):
+        ade = load_config(f"{arch}_ade20k-{crop}_160k")
+        city = load_config(f"{arch}_cityscapes-1024_160k")
+        for cfg, batch in ((ade, 16), (city, 8)):
+            o, t = cfg.optim, cfg.train
+            assert (o.lr, o.weight_decay, o.decoder_lr_mult, o.backbone_lr_mult) == (6e-5, 0.01, 10.0, 1.0)
+            assert (t.max_iters, t.batch_size, t.warmup_iters, t.warmup_ratio, t.power, t.min_lr) == (
+                160000,
+                batch,
+                1500,
+                1e-6,
+                1.0,
+                0.0,
+            )
+            assert cfg.data.ratio_range == (0.5, 2.0) and cfg.data.cat_max_ratio == 0.75
+        assert ade.model == {"arch": arch, "num_classes": 150} and ade.data.crop_size == (crop, crop)
+        assert ade.eval.mode == "whole" and ade.data.scale == ade.eval.scale == (2048, crop)
+        assert city.model == {"arch": arch, "num_classes": 19} and city.data.crop_size == (1024, 1024)
+        assert (city.eval.mode, city.eval.crop, city.eval.stride) == ("slide", (1024, 1024), (768, 768))
+
+
+def test_head_learning_rate_x10_and_no_decay_on_norms():
+    """mmcv ``custom_keys={'norm': decay_mult 0, 'head': lr_mult 10}``: every ``decode_head.*`` parameter at 10x the
+    learning rate, every ``*norm*`` parameter (block, stage, patch-embed, spatial-reduction norms) without decay."""
+    cfg = load_config("segformer_mit_b0_ade20k-512_160k")
+    model = create_model("segformer_mit_b0", num_classes=150)
+    opt = build_optimizer(model, cfg.optim)
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        g = group_of[id(p)]
+        assert g["lr"] == pytest.approx(6e-4 if name.startswith("decode_head.") else 6e-5), name
+        assert g["weight_decay"] == (0.0 if "norm" in name else 0.01), name
+    assert any(".attn.norm." in n for n, _ in model.named_parameters())  # spatial-reduction norm

@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from semask.backbones.mit import MIT_VARIANTS, SeMaskMiT
+from semask.convert import convert_checkpoint, load_imagenet_backbone
 from semask.convert.mit import (
     convert_mit_imagenet,
     convert_segformer_hf,
@@ -19,10 +20,12 @@ from semask.convert.mit import (
     infer_head_arch,
     infer_mit_arch,
 )
-from semask.decoders.segformer_head import SegFormerHead
+from semask.errors import CheckpointError, ConfigError
 from semask.layers.impl import IMPLS, use_impl
 from semask.losses.fpn import semask_fpn_loss
 from semask.models import Segmenter
+from semask.models.segmenter import build_model
+from semask.registry import create_model
 
 CASES = ["segformer_mitb0_k150", "segformer_mitb2_reduced_k19"]
 PREFIX = "state_dict."
@@ -49,16 +52,10 @@ def official_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     }
 
 
-def build(sd: dict[str, torch.Tensor]) -> Segmenter:
-    """SegFormer of the architecture read from ``sd`` (on the current default device)."""
-    arch = infer_mit_arch(sd)
-    return Segmenter(SeMaskMiT(**arch), SegFormerHead(arch["embed_dims"], **infer_head_arch(sd)))
-
-
 def convert_fixture(tensors: dict[str, torch.Tensor]) -> Segmenter:
-    sd, report = convert_segformer_official({"meta": {}, "state_dict": official_state_dict(tensors)})
-    report.raise_if_bad("fixture")
-    model = build(sd)
+    """``semask convert --from segformer`` of the official checkpoint: the config it infers, strictly loaded."""
+    cfg, sd = convert_checkpoint("segformer", {"meta": {}, "state_dict": official_state_dict(tensors)})
+    model = build_model(cfg)
     model.load_state_dict(sd, strict=True)
     return model.eval()
 
@@ -218,13 +215,16 @@ def test_all_official_segformer_configs_convert(manifest):
             "num_classes": cfg["decode_head"]["num_classes"],
             "embed_dim": cfg["decode_head"]["embed_dim"],
         }
-        with torch.device("meta"):
-            model = build(sd)
-        assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in sd.items()}, (
-            name
-        )
-        assert num_params(model) == cfg["num_params_excl_conv_seg"], name
-        assert num_params(model.backbone) == cfg["num_params_backbone"], name
+        model_cfg, _ = convert_checkpoint("segformer", {"state_dict": meta_tensors(cfg["keys"])})
+        assert model_cfg.arch == f"segformer_{cfg['backbone_type']}", name
+        with torch.device("meta"):  # the config rebuilds it; so does the registry entry with its defaults
+            models = [build_model(model_cfg), create_model(model_cfg.arch, num_classes=model_cfg.num_classes)]
+        for model in models:
+            assert {k: v.shape for k, v in model.state_dict().items()} == {
+                k: v.shape for k, v in sd.items()
+            }, name
+            assert num_params(model) == cfg["num_params_excl_conv_seg"], name
+            assert num_params(model.backbone) == cfg["num_params_backbone"], name
 
 
 def test_imagenet_backbones_convert(manifest):
@@ -237,3 +237,34 @@ def test_imagenet_backbones_convert(manifest):
         with torch.device("meta"):
             backbone = SeMaskMiT(**MIT_VARIANTS[name])
         assert num_params(backbone) == entry["num_params"], name
+
+
+def test_imagenet_weights_initialise_semask_mit(fixture_path, manifest, tmp_path):
+    """``mit-imagenet`` (NVlabs file or HF ``nvidia/mit-b0`` names) -> a SeMask-MiT-B0 config and its backbone;
+    ``train.pretrained`` loads the same file into SegFormer or SeMask-MiT, semantic layers and head keep their
+    init; a SegFormer checkpoint is refused where a backbone is expected, and the other way round."""
+    _, tensors = load_fixture(fixture_path, CASES[0])
+    backbone = {k[9:]: v for k, v in official_state_dict(tensors).items() if k.startswith("backbone.")}
+    nvlabs = backbone | {"head.weight": torch.zeros(1000, 256), "head.bias": torch.zeros(1000)}
+    hf = hf_state_dict(manifest["hf_transformers"]["mit_b0_imagenet_official_to_hf"], "hf", nvlabs)
+    for ckpt in (nvlabs, hf):
+        cfg, sd = convert_checkpoint("mit-imagenet", ckpt, num_classes=11)
+        assert (cfg.arch, cfg.num_classes, cfg.semantic_attention) == ("semask_mit_b0", 11, ("window",) * 4)
+        assert sd.keys() == {f"backbone.{k}" for k in backbone}
+        path = tmp_path / "mit_b0.pth"
+        torch.save(ckpt, path)
+        for arch in ("semask_mit_b0", "segformer_mit_b0"):
+            model = create_model(arch, num_classes=11)
+            before = {k: v.clone() for k, v in model.state_dict().items()}
+            report = load_imagenet_backbone(model, path)
+            after = model.state_dict()
+            assert all(torch.equal(after[f"backbone.{k}"], v) for k, v in backbone.items())
+            assert set(report.not_loaded) == set(after) - sd.keys()
+            assert all(torch.equal(after[k], before[k]) for k in report.not_loaded)
+    whole = {"state_dict": official_state_dict(tensors)}
+    with pytest.raises(CheckpointError, match="--from mit-imagenet"):
+        convert_checkpoint("segformer", nvlabs)
+    with pytest.raises(ConfigError, match="no semantic layers"):
+        convert_checkpoint("segformer", whole, semantic_attention=("window",) * 4)
+    with pytest.raises(CheckpointError, match="num_classes=19 was requested"):
+        convert_checkpoint("segformer", whole, num_classes=19)

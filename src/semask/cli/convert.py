@@ -1,8 +1,9 @@
 """``semask convert SRC DST --from SOURCE``: official checkpoints -> semask weights (explicit, every key checked).
 
 Whole models are written as ``DST.safetensors`` + the sidecar ``DST.json`` (config, class names, palette, source),
-loadable with ``semask.load``. ``--from swin-imagenet`` writes only the converted ``backbone.*`` Swin weights, to
-be loaded into a model with ``semask.convert.load_imagenet_backbone`` (e.g. via ``--set model.pretrained=DST``).
+loadable with ``semask.load``. ``--from swin-imagenet`` / ``mit-imagenet`` write only the converted ``backbone.*``
+weights, to be loaded into a model with ``semask.convert.load_imagenet_backbone`` (e.g. via ``semask train ...
+--set train.pretrained=DST``).
 """
 
 import argparse

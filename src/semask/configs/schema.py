@@ -51,6 +51,8 @@ class OptimCfg:
     ``relative_position_bias_table`` or ``absolute_pos_embed`` (mmcv custom_keys); ``"d2"``: no weight decay for
     normalisation layers, ``nn.Embedding``, the position tables and embeddings, and the learning rate of every
     ``backbone.*`` parameter times ``backbone_lr_mult`` (detectron2 ``build_optimizer``, SPEC A3 'D2').
+    ``decoder_lr_mult``: the learning rate of every other parameter (decoder, criterion) times this (SegFormer's
+    mmcv ``custom_keys={'head': dict(lr_mult=10.)}``, official NVlabs ``local_configs/segformer/*``).
     ``grad_clip``: max L2 norm of all gradients together (full-model clipping), None = off."""
 
     lr: float = 1e-4
@@ -60,6 +62,7 @@ class OptimCfg:
     grad_clip: float | None = None
     param_rules: str = "mmseg"
     backbone_lr_mult: float = 1.0
+    decoder_lr_mult: float = 1.0
 
 
 @dataclass

@@ -8,14 +8,17 @@ Sources:
   a non-strict load (see :func:`load_imagenet_backbone`).
 - ``hf``: Hugging Face ``transformers`` folders (``config.json`` + weights) of Mask2Former-Swin, MaskFormer-Swin
   and SegFormer -> a whole model (:mod:`semask.convert.hf`, which also converts back: ``to_hf``).
+- ``segformer``: whole SegFormer models (official NVlabs/mmseg or Hugging Face ``nvidia/segformer-b*``).
+- ``mit-imagenet``: MiT ImageNet weights (NVlabs ``mit_b*.pth`` or Hugging Face ``nvidia/mit-b*``) ->
+  ``backbone.*`` weights of a SeMask-MiT model.
 """
 
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from semask.convert import hf, mmseg_maskformer, semask_d2, semask_fpn_mmseg, swin_official
-from semask.convert.swin_official import load_imagenet_backbone
+from semask.convert import hf, mit, mmseg_maskformer, semask_d2, semask_fpn_mmseg, swin_official
 from semask.data.meta import get_meta
 from semask.errors import ConfigError
 from semask.models.base import ModelConfig
@@ -28,9 +31,33 @@ SOURCES = {
     "semask-fapn-d2": semask_d2.convert_fapn,
     "semask-msfapn-d2": semask_d2.convert_msfapn,
     "swin-imagenet": swin_official.convert,
+    "segformer": mit.convert_segformer,
+    "mit-imagenet": mit.convert_mit_backbone,
     "mmseg-maskformer": mmseg_maskformer.convert,
     "hf": hf.convert,
 }
+BACKBONE_SOURCES = ("swin-imagenet", "mit-imagenet")
+"""Sources that give backbone weights only (written without a model sidecar)."""
+IMAGENET_LOADERS = {"swin": swin_official.load_imagenet_backbone, "mit": mit.load_mit_imagenet}
+"""Per registered backbone: the loader of its ImageNet weights into a model (``train.pretrained``)."""
+
+
+def load_imagenet_backbone(model: nn.Module, path: str | Path) -> KeyReport:
+    """Load ImageNet weights into ``model.backbone`` with the loader of its backbone (:data:`IMAGENET_LOADERS`).
+
+    Returns:
+        The key report (``not_loaded``: model keys left at their init, e.g. semantic layers and decoder).
+
+    Raises:
+        ConfigError: no ImageNet loader for this backbone.
+        CheckpointError: as the backbone's loader (unreadable file, unmapped/missing/mismatched keys).
+    """
+    backbone = model.cfg.backbone_name
+    if backbone not in IMAGENET_LOADERS:
+        raise ConfigError(
+            f"no ImageNet weights loader for backbone {backbone!r}; have {sorted(IMAGENET_LOADERS)}"
+        )
+    return IMAGENET_LOADERS[backbone](model, path)
 
 
 def convert_checkpoint(
@@ -45,7 +72,7 @@ def convert_checkpoint(
     """Convert a loaded checkpoint of format ``source`` (a key of :data:`SOURCES`).
 
     Args:
-        source: ``"semask-fpn-mmseg"`` or ``"swin-imagenet"``.
+        source: a key of :data:`SOURCES`.
         state_dict_or_ckpt: the loaded checkpoint (wrapped or bare state dict).
         semantic_attention: 4 x ``"window"``/``"global"``; default: the official FPN rule (SPEC A1). Never
             guessed from keys.
@@ -85,8 +112,8 @@ def convert_file(
     """Read ``src_path``, convert it, write ``dst_path`` (``.safetensors``).
 
     Whole models are written with their sidecar ``.json`` (:func:`semask.weights.save_weights`: config, class
-    names and palette, mean/std, source), readable with :func:`semask.load`. ``swin-imagenet`` writes only the
-    ``backbone.*`` weights, for :func:`load_imagenet_backbone` (the model's own config decides the window).
+    names and palette, mean/std, source), readable with :func:`semask.load`. The :data:`BACKBONE_SOURCES` write
+    only the ``backbone.*`` weights, for :func:`load_imagenet_backbone` (the model's own config decides the rest).
 
     Args:
         dataset: whose class names and palette the sidecar records (:func:`semask.data.meta.get_meta`); default:
@@ -102,7 +129,7 @@ def convert_file(
     if source == "hf":  # a folder: config.json (class names in id2label) + weights
         return hf.convert_dir(src_path, dst_path, dataset, **kwargs)
     cfg, sd = convert_checkpoint(source, read_checkpoint(src_path), **kwargs)
-    if source == "swin-imagenet":
+    if source in BACKBONE_SOURCES:
         write_safetensors(sd, dst_path)
         return cfg, sd
     dataset = dataset or DATASET_OF_CLASSES.get(cfg.num_classes)

@@ -18,13 +18,18 @@ Pure dict-to-dict maps (no I/O); each returns the converted state dict and a
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from torch import nn
 
-from semask.backbones.mit import SeMaskMiT
-from semask.convert._rules import Rule, rename, unwrap_state_dict
+from semask.backbones.mit import MIT_VARIANTS, SeMaskMiT, semantic_layout
+from semask.convert._rules import Rule, check_requested, rename, unwrap_state_dict
 from semask.decoders.segformer_head import SegFormerHead
-from semask.errors import CheckpointError
+from semask.errors import CheckpointError, ConfigError
+from semask.models.base import ModelConfig, model_config_class
+from semask.models.zoo.mit import segformer_head_width
+from semask.weights.files import read_checkpoint
 from semask.weights.keys import KeyReport, compare_keys
 
 _OFFICIAL_DEAD = re.compile(r"^decode_head\.conv_seg\.")
@@ -176,3 +181,121 @@ def convert_segformer_hf(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
         if value_key in out:
             out[_KEY.sub(r"\1.kv.\2", key)] = torch.cat([out.pop(key), out.pop(value_key)])
     return out, _report(out, with_head=any(k.startswith("decode_head.") for k in out))
+
+
+def read_mit_checkpoint(ckpt: dict) -> tuple[dict[str, torch.Tensor], KeyReport]:
+    """Any of the layouts above, told apart by its keys: Hugging Face (``segformer.*``), official SegFormer
+    (``backbone.*`` / ``decode_head.*``), else NVlabs ImageNet ``mit_b*.pth``."""
+    sd = unwrap_state_dict(ckpt)
+    if any(k.startswith("segformer.") for k in sd):
+        return convert_segformer_hf(sd)
+    if any(k.startswith(("backbone.", "decode_head.")) for k in sd):
+        return convert_segformer_official(sd)
+    return convert_mit_imagenet(sd)
+
+
+def _variant(arch: dict) -> str:
+    """The :data:`MIT_VARIANTS` name of these widths and depths (``mit_b0`` for another size: the config's own
+    fields rebuild it)."""
+    found = {"embed_dims": arch["embed_dims"], "depths": arch["depths"]}
+    return next((name for name, v in MIT_VARIANTS.items() if v == found), "mit_b0")
+
+
+def _no_window(window_size: int | None) -> None:
+    if window_size is not None:
+        raise ConfigError("window_size does not apply to MiT (it has no attention windows)")
+
+
+def convert_segformer(
+    ckpt: dict,
+    *,
+    semantic_attention: tuple[str, ...] | None = None,
+    num_classes: int | None = None,
+    window_size: int | None = None,
+    sem_window_size: int | None = None,
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """``semask convert --from segformer``: a whole SegFormer model (official NVlabs/mmseg checkpoint or Hugging
+    Face ``nvidia/segformer-b*``) -> ``segformer_mit_b*`` config (sizes, K and head width E read from the
+    weights) and its complete state dict.
+
+    Raises:
+        CheckpointError: not a whole SegFormer model (e.g. an ImageNet backbone: use ``mit-imagenet``), any
+            unmapped, missing or mismatched key, or ``num_classes`` differing from the weights'.
+        ConfigError: ``semantic_attention`` (SegFormer has no semantic layers) or ``window_size`` given.
+    """
+    _no_window(window_size)
+    if semantic_attention is not None:
+        raise ConfigError("SegFormer checkpoints have no semantic layers; convert without semantic_attention")
+    sd, report = read_mit_checkpoint(ckpt)
+    if not any(k.startswith("decode_head.") for k in sd):
+        raise CheckpointError("no decode_head.* keys: a backbone checkpoint (convert it --from mit-imagenet)")
+    report.raise_if_bad("SegFormer checkpoint")
+    arch, head = infer_mit_arch(sd), infer_head_arch(sd)
+    cfg = model_config_class("mit", "segformer_head")(
+        arch=f"segformer_{_variant(arch)}",
+        num_classes=head["num_classes"],
+        decoder_channels=head["embed_dim"],
+        **arch,
+    )
+    check_requested(cfg, num_classes=num_classes)
+    return cfg, sd
+
+
+def convert_mit_backbone(
+    ckpt: dict,
+    *,
+    semantic_attention: tuple[str, ...] | None = None,
+    num_classes: int | None = None,
+    window_size: int | None = None,
+    sem_window_size: int | None = None,
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """``semask convert --from mit-imagenet``: MiT ImageNet weights (NVlabs ``mit_b*.pth`` or Hugging Face
+    ``nvidia/mit-b*``) -> the ``backbone.*`` weights of a SeMask-MiT model of that size.
+
+    Args:
+        semantic_attention: the returned config's layout (default :func:`semantic_layout` of ``num_classes``).
+        num_classes: K of the returned config (default 150).
+        sem_window_size: semantic window of the returned config (default 7).
+
+    Returns:
+        ``(cfg, sd)``: ``semask_mit_b*`` config and the plain MiT weights (load with ``strict=False`` or
+        :func:`load_mit_imagenet`: semantic layers and head keep their init).
+
+    Raises:
+        CheckpointError: unmapped, missing or mismatched backbone keys (all listed).
+        ConfigError: ``window_size`` given.
+    """
+    _no_window(window_size)
+    sd, report = read_mit_checkpoint(ckpt)
+    sd = {k: v for k, v in sd.items() if k.startswith("backbone.")}
+    report.raise_if_bad("MiT ImageNet checkpoint")
+    arch = infer_mit_arch(sd)
+    num_classes = num_classes or 150
+    cfg = model_config_class("mit", "segformer_head")(
+        arch=f"semask_{_variant(arch)}",
+        num_classes=num_classes,
+        decoder_channels=segformer_head_width(_variant(arch)),
+        semantic_attention=semantic_attention or semantic_layout(num_classes),
+        sem_window_size=sem_window_size or 7,
+        **arch,
+    )
+    return cfg, sd
+
+
+def load_mit_imagenet(model: nn.Module, path: str | Path) -> KeyReport:
+    """Load MiT ImageNet weights (NVlabs or Hugging Face) into ``model.backbone`` (SegFormer's init: the
+    official config's ``pretrained='pretrain/mit_b*.pth'``).
+
+    Returns:
+        The report; ``not_loaded`` lists the model keys left at their init (semantic layers, decoder).
+
+    Raises:
+        CheckpointError: unreadable file, any unmapped checkpoint key, any MiT key missing or of another shape.
+    """
+    sd, _ = read_mit_checkpoint(read_checkpoint(path))
+    sd = {k: v for k, v in sd.items() if k.startswith("backbone.")}
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    report = compare_keys(sd, expected, lambda k: k.startswith("backbone.") and ".semantic_layer" not in k)
+    report.raise_if_bad(str(path))
+    model.load_state_dict(sd, strict=False)
+    return report

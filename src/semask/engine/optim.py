@@ -43,7 +43,8 @@ def build_optimizer(model: nn.Module, cfg: OptimCfg) -> torch.optim.AdamW:
     any of :data:`NO_DECAY_KEYS`; gamma (lambda) and the decoder's BatchNorm (``.bn.``) keep weight decay, as in
     the official code. ``"d2"`` (Mask2Former/MaskFormer recipes, detectron2 ``build_optimizer``): no decay for
     norm layers, ``nn.Embedding`` and the position tables; every parameter under ``backbone.`` gets
-    ``lr * cfg.backbone_lr_mult``. Each group carries its ``lr_mult`` for the schedule. On CPU and CUDA the fused
+    ``lr * cfg.backbone_lr_mult``. With either rule, every other parameter gets ``lr * cfg.decoder_lr_mult``
+    (SegFormer: 10). Each group carries its ``lr_mult`` for the schedule. On CPU and CUDA the fused
     AdamW kernel runs the update (same math; on CPU ~10x faster than the per-tensor loop: 21 vs 199 ms per step
     for the 192 tensors of ``semask_swin_nano_fpn``).
 
@@ -57,7 +58,7 @@ def build_optimizer(model: nn.Module, cfg: OptimCfg) -> torch.optim.AdamW:
     for name, p in model.named_parameters():
         if p.requires_grad:
             wd = 0.0 if name in no_decay else cfg.weight_decay
-            mult = cfg.backbone_lr_mult if name.startswith("backbone.") else 1.0
+            mult = cfg.backbone_lr_mult if name.startswith("backbone.") else cfg.decoder_lr_mult
             groups.setdefault((wd, mult), []).append(p)
     params = [
         {"params": ps, "weight_decay": wd, "lr_mult": mult, "lr": cfg.lr * mult}

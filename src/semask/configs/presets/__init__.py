@@ -24,5 +24,6 @@ from semask.configs.presets import (  # noqa: E402, F401  (register the presets)
     d2,
     m2f_plain,
     maskformer_mmseg,
+    segformer,
     swin_fpn,
 )

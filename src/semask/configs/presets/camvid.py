@@ -4,7 +4,7 @@ from semask.configs.presets import register
 from semask.configs.schema import DataCfg, EvalCfg, ExperimentCfg, OptimCfg, TrainCfg
 
 
-def _camvid_cpu(arch: str) -> ExperimentCfg:
+def camvid_cpu(arch: str) -> ExperimentCfg:
     """CamVid (11 classes, 480x360) from scratch on a 2-core CPU in under an hour (not a paper row)."""
     return ExperimentCfg(
         name=f"{arch}_camvid-360x480_cpu",
@@ -49,7 +49,7 @@ def _camvid_cpu(arch: str) -> ExperimentCfg:
 
 def _camvid_demo() -> ExperimentCfg:
     """The README demo: a small SeMask model on the bundled CamVid sample, a few minutes on a 2-core CPU."""
-    cfg = _camvid_cpu("semask_swin_nano_fpn")
+    cfg = camvid_cpu("semask_swin_nano_fpn")
     cfg.name = "semask_swin_nano_fpn_camvid-demo"
     cfg.data.crop_size = (180, 240)
     cfg.data.ratio_range = (0.5, 1.0)
@@ -63,5 +63,5 @@ def _camvid_demo() -> ExperimentCfg:
 
 
 for _arch in ("semask_swin_nano_fpn", "swin_nano_fpn"):
-    register(lambda a=_arch: _camvid_cpu(a))
+    register(lambda a=_arch: camvid_cpu(a))
 register(_camvid_demo)

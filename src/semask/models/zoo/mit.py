@@ -11,11 +11,16 @@ from semask.models.segmenter import Segmenter, compose
 from semask.registry import register_model
 
 
+def segformer_head_width(variant: str) -> int:
+    """SegFormer's head width E (official ``decoder_params.embed_dim``): 256 for B0/B1, 768 for B2-B5."""
+    return 256 if variant in ("mit_b0", "mit_b1") else 768
+
+
 def make_mit_segformer(arch: str, variant: str, semantic: bool, fields: dict[str, Any]) -> Segmenter:
-    """(SeMask-)MiT + the SegFormer head (official NVlabs SegFormer; E = 256 for B0/B1, 768 for B2-B5)."""
+    """(SeMask-)MiT + the SegFormer head (official NVlabs SegFormer)."""
     layout = semantic_layout(fields.get("num_classes", 150)) if semantic else None
     defaults = MIT_VARIANTS[variant] | {
-        "decoder_channels": 256 if variant in ("mit_b0", "mit_b1") else 768,
+        "decoder_channels": segformer_head_width(variant),
         "semantic_attention": layout,
     }
     return compose(arch, "mit", "segformer_head", defaults, fields)
