@@ -19,7 +19,8 @@ import semask
 from semask.backbones.resnet import RESNET_DEPTHS, ResNet
 from semask.cli import main as cli_main
 from semask.configs.presets import PRESETS
-from semask.convert import SOURCES
+from semask.convert import SOURCES, load_imagenet_backbone
+from semask.convert import resnet as resnet_convert
 from semask.convert.mmseg_maskformer import convert
 from semask.data.transforms import normalize
 from semask.decoders.maskformer.common import MaskPrediction, MaskSegOutput
@@ -317,3 +318,34 @@ def test_presets_follow_the_mmseg_recipes(fixture_path, preset, config):
         assert model.cfg.depths == RESNET_DEPTHS[backbone["depth"]]
     else:
         assert model.cfg.depths == tuple(own["depths"]) and model.cfg.semantic_attention is None
+
+
+@pytest.mark.parametrize("config", list(MANIFESTS)[:2])
+def test_torchvision_resnet_weights_cover_the_backbone(fixture_path, config, tmp_path):
+    """torchvision layout = the manifest's backbone keys without ``backbone.``, plus the ImageNet ``fc``."""
+    manifest = json.loads(fixture_path("mmseg_maskformer", "manifests", f"{config}.json").read_text())
+    with torch.device("meta"):
+        sd = {
+            e["key"][9:]: torch.empty(e["shape"])
+            for e in manifest["state_dict"]
+            if e["key"][:9] == "backbone."
+        }
+        sd |= {"fc.weight": torch.empty(1000, 2048), "fc.bias": torch.empty(1000)}
+        cfg, converted = resnet_convert.convert(sd)
+        model = create_model(cfg.arch)
+    assert cfg.arch == MANIFESTS[config]
+    assert set(converted) == {k for k in model.state_dict() if k.startswith("backbone.")}
+
+    # a real load: the r50_tiny backbone saved as a torchvision file
+    weights = load_file(fixture_path("mmseg_maskformer", "cases", "r50_tiny", "weights.safetensors"))
+    tv = {k[9:]: v for k, v in weights.items() if k.startswith("backbone.")}
+    torch.save(tv | {"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}, tmp_path / "r50.pth")
+    model = create_model(
+        "maskformer_resnet", num_classes=5, stem_channels=16, base_channels=16, feat_channels=64
+    )
+    report = load_imagenet_backbone(model, tmp_path / "r50.pth")  # what train.pretrained runs
+    assert report.not_loaded and all(k.startswith("decode_head.") for k in report.not_loaded)
+    assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in tv.items())
+    out = tmp_path / "r50_backbone.safetensors"
+    assert cli_main(["convert", str(tmp_path / "r50.pth"), str(out), "--from", "resnet-imagenet"]) == 0
+    assert set(load_file(out)) == {f"backbone.{k}" for k in tv}

@@ -11,6 +11,8 @@ Sources:
 - ``segformer``: whole SegFormer models (official NVlabs/mmseg or Hugging Face ``nvidia/segformer-b*``).
 - ``mit-imagenet``: MiT ImageNet weights (NVlabs ``mit_b*.pth`` or Hugging Face ``nvidia/mit-b*``) ->
   ``backbone.*`` weights of a SeMask-MiT model.
+- ``resnet-imagenet``: torchvision ImageNet ResNet-50/101 (``resnet50-*.pth``) -> ``backbone.*`` weights of a
+  ResNet model.
 """
 
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from semask.convert import hf, mit, mmseg_maskformer, semask_d2, semask_fpn_mmseg, swin_official
+from semask.convert import hf, mit, mmseg_maskformer, resnet, semask_d2, semask_fpn_mmseg, swin_official
 from semask.data.meta import get_meta
 from semask.errors import ConfigError
 from semask.models.base import ModelConfig
@@ -35,10 +37,15 @@ SOURCES = {
     "mit-imagenet": mit.convert_mit_backbone,
     "mmseg-maskformer": mmseg_maskformer.convert,
     "hf": hf.convert,
+    "resnet-imagenet": resnet.convert,
 }
-BACKBONE_SOURCES = ("swin-imagenet", "mit-imagenet")
+BACKBONE_SOURCES = ("swin-imagenet", "mit-imagenet", "resnet-imagenet")
 """Sources that give backbone weights only (written without a model sidecar)."""
-IMAGENET_LOADERS = {"swin": swin_official.load_imagenet_backbone, "mit": mit.load_mit_imagenet}
+IMAGENET_LOADERS = {
+    "swin": swin_official.load_imagenet_backbone,
+    "mit": mit.load_mit_imagenet,
+    "resnet": resnet.load_resnet_imagenet,
+}
 """Per registered backbone: the loader of its ImageNet weights into a model (``train.pretrained``)."""
 
 

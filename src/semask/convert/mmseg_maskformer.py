@@ -1,5 +1,5 @@
-"""MMSegmentation 1.x MaskFormer checkpoints (ResNet-50/101-D32, Swin-T/S) -> strict-loading semask models, and
-torchvision ImageNet ResNet state dicts -> ``backbone.*`` weights.
+"""MMSegmentation 1.x MaskFormer checkpoints (ResNet-50/101-D32, Swin-T/S) -> strict-loading semask models
+(torchvision ImageNet ResNet weights: :mod:`semask.convert.resnet`).
 
 Input: mmengine ``{'meta', 'state_dict': {backbone.*, decode_head.*}}`` (or a bare state dict). The
 ``decode_head.*`` and the ResNet ``backbone.*`` keys equal ours. The mmseg Swin keys are renamed to the
@@ -24,6 +24,7 @@ from semask.convert._rules import (
     rename,
     unwrap_state_dict,
 )
+from semask.convert.resnet import infer_resnet_arch
 from semask.convert.swin_official import infer_swin_arch
 from semask.errors import CheckpointError
 from semask.models.base import ModelConfig, model_config_class
@@ -62,26 +63,6 @@ def swin_backbone(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         perm = unfold_to_swin_order(sd[key].shape[-1] // 4)
         sd[key] = sd[key][..., perm].contiguous()
     return sd
-
-
-def infer_resnet_arch(sd: dict[str, torch.Tensor], prefix: str = "backbone.") -> dict:
-    """``depths`` (blocks per stage), ``stem_channels`` and ``base_channels`` of a ResNet state dict.
-
-    Raises:
-        CheckpointError: no ``conv1`` / stages 1-4.
-    """
-    layer = re.compile(re.escape(prefix) + r"layer(\d)\.(\d+)\.conv1\.weight$")
-    depth_of: dict[int, int] = {}
-    for key in sd:
-        if m := layer.match(key):
-            depth_of[int(m[1])] = max(depth_of.get(int(m[1]), 0), int(m[2]) + 1)
-    if prefix + "conv1.weight" not in sd or sorted(depth_of) != [1, 2, 3, 4]:
-        raise CheckpointError(f"not a ResNet checkpoint: no {prefix}conv1.weight or stages layer1..layer4")
-    return dict(
-        depths=tuple(depth_of[i] for i in range(1, 5)),
-        stem_channels=sd[prefix + "conv1.weight"].shape[0],
-        base_channels=sd[prefix + "layer1.0.conv1.weight"].shape[0],
-    )
 
 
 def infer_head(sd: dict[str, torch.Tensor]) -> dict:

@@ -1,0 +1,114 @@
+"""ImageNet ResNet-50/101 weights -> the ``backbone.*`` keys of a model with the ``resnet`` backbone.
+
+Input: torchvision ``resnet50`` / ``resnet101`` state dicts (``conv1``, ``bn1``, ``layer{1..4}.*``, ``fc.*``;
+what mmseg's ``init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')`` loads), or ResNet weights
+already under ``backbone.`` (an mmseg / mmcv checkpoint's backbone). Our ResNet keeps torchvision's names, so the
+conversion drops the classifier ``fc.*`` and prefixes ``backbone.``; the model's decoder keeps its init (mmseg
+loads the backbone non-strictly the same way).
+"""
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from semask.convert._rules import rename, unwrap_state_dict
+from semask.errors import CheckpointError
+from semask.models.base import ModelConfig, model_config_class
+from semask.weights.files import read_checkpoint
+from semask.weights.keys import KeyReport, compare_keys, meta_shapes
+
+logger = logging.getLogger("semask.convert")
+
+_BACKBONE = re.compile(r"^backbone\.")
+_ARCH = {(3, 4, 6, 3): "maskformer_r50_d32", (3, 4, 23, 3): "maskformer_r101_d32"}
+
+
+def infer_resnet_arch(sd: dict[str, torch.Tensor], prefix: str = "backbone.") -> dict:
+    """``depths`` (blocks per stage), ``stem_channels`` and ``base_channels`` of a ResNet state dict.
+
+    Raises:
+        CheckpointError: no ``conv1`` or not stages ``layer1``..``layer4``.
+    """
+    layer = re.compile(re.escape(prefix) + r"layer(\d)\.(\d+)\.conv1\.weight$")
+    depth_of: dict[int, int] = {}
+    for key in sd:
+        if m := layer.match(key):
+            depth_of[int(m[1])] = max(depth_of.get(int(m[1]), 0), int(m[2]) + 1)
+    if prefix + "conv1.weight" not in sd or sorted(depth_of) != [1, 2, 3, 4]:
+        raise CheckpointError(f"not a ResNet checkpoint: no {prefix}conv1.weight or stages layer1..layer4")
+    return dict(
+        depths=tuple(depth_of[i] for i in range(1, 5)),
+        stem_channels=sd[prefix + "conv1.weight"].shape[0],
+        base_channels=sd[prefix + "layer1.0.conv1.weight"].shape[0],
+    )
+
+
+def convert_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision (bare) or ``backbone.``-prefixed ResNet weights -> ``backbone.*`` without ``fc.*``.
+
+    Raises:
+        CheckpointError: not a ResNet state dict.
+    """
+    sd = rename(sd, [(r"^backbone\.", "")])
+    sd = {f"backbone.{k}": v for k, v in sd.items() if not k.startswith("fc.")}
+    infer_resnet_arch(sd)
+    return sd
+
+
+def convert(
+    ckpt: dict,
+    *,
+    semantic_attention: tuple[str, ...] | None = None,
+    num_classes: int | None = None,
+    window_size: int | None = None,
+    sem_window_size: int | None = None,
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Convert ImageNet ResNet weights for the mmseg MaskFormer model of the same depth.
+
+    Args:
+        ckpt: a torchvision state dict (or wrapped in ``state_dict`` / ``model``).
+        num_classes: K of the returned config (default 150); the other options do not apply to ResNet.
+
+    Returns:
+        ``(cfg, sd)``: the config the weights are meant for and the ``backbone.*`` weights, which cover every
+        backbone key of ``build_model(cfg)`` (load with ``strict=False`` or :func:`load_resnet_imagenet`).
+
+    Raises:
+        CheckpointError: not a ResNet, or unmapped / missing / mismatched backbone keys (all listed).
+    """
+    if semantic_attention is not None or window_size is not None or sem_window_size is not None:
+        raise CheckpointError("ResNet weights have no semantic layers and no window")
+    sd = convert_state_dict(unwrap_state_dict(ckpt))
+    arch = infer_resnet_arch(sd)
+    cfg = model_config_class("resnet", "mmseg_maskformer")(
+        arch=_ARCH.get(arch["depths"], "maskformer_resnet"), num_classes=num_classes or 150, **arch
+    )
+    compare_keys(sd, meta_shapes(cfg), _BACKBONE.match).raise_if_bad("resnet-imagenet checkpoint")
+    return cfg, sd
+
+
+def load_resnet_imagenet(model: nn.Module, path: str | Path) -> KeyReport:
+    """Load ImageNet ResNet weights (torchvision ``.pth``, or a ``semask convert --from resnet-imagenet`` output)
+    into ``model.backbone``; the rest of the model keeps its init.
+
+    Returns:
+        The key report (``not_loaded``: the decoder's keys).
+
+    Raises:
+        CheckpointError: unreadable file, any unmapped checkpoint key, a backbone key missing or of another shape
+            (e.g. another depth).
+    """
+    sd = convert_state_dict(unwrap_state_dict(read_checkpoint(path)))
+    report = compare_keys(sd, {k: v.shape for k, v in model.state_dict().items()}, _BACKBONE.match)
+    report.raise_if_bad(f"{path}")
+    model.load_state_dict(sd, strict=False)
+    logger.info(
+        "loaded %d ImageNet tensors from %s; %d model tensors keep their init",
+        len(sd),
+        path,
+        len(report.not_loaded),
+    )
+    return report
