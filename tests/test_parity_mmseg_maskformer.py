@@ -349,3 +349,15 @@ def test_torchvision_resnet_weights_cover_the_backbone(fixture_path, config, tmp
     out = tmp_path / "r50_backbone.safetensors"
     assert cli_main(["convert", str(tmp_path / "r50.pth"), str(out), "--from", "resnet-imagenet"]) == 0
     assert set(load_file(out)) == {f"backbone.{k}" for k in tv}
+
+
+def test_onnx_export_matches_pytorch(fixture_path, tmp_path):
+    """The converted r50_tiny model exported at the fixture size; onnxruntime on the fixture's batch-1 and
+    batch-2 inputs and on a size that is not a multiple of 4."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'semask[onnx]')")
+    from semask.tools.export import export_onnx, onnx_max_rel_diff
+
+    _, forward, train, model = load_case(fixture_path, "r50_tiny")
+    path = export_onnx(model, tmp_path / "maskformer.onnx", size=(128, 160))
+    images = [forward["input"], train["input"], train["input"][:, :, :125, :150]]
+    assert onnx_max_rel_diff(path, model, images) <= 1e-4
