@@ -3,6 +3,7 @@ built from small configs with random weights, converted with :mod:`semask.conver
 semask; semask -> transformers -> semask is exact; folders written by ``to_hf`` load with ``from_pretrained``."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import semask  # noqa: E402
 from semask.cli import main  # noqa: E402
 from semask.convert.hf import from_hf, to_hf  # noqa: E402
 from semask.errors import CheckpointError, ConfigError  # noqa: E402
+from semask.layers.window_attention import relative_position_index  # noqa: E402
 from semask.models import build_model  # noqa: E402
 from semask.weights import save_weights  # noqa: E402
 
@@ -197,34 +199,57 @@ def test_round_trip_through_transformers_is_exact(family):
     torch.testing.assert_close(ours.pred_logits, theirs.class_queries_logits, atol=1e-4, rtol=0)
 
 
-def test_cli_export_hf_loads_with_from_pretrained_and_converts_back(tmp_path):
+@pytest.mark.parametrize("family", ["mask2former", "maskformer", "segformer"])
+def test_cli_export_hf_loads_with_from_pretrained_and_converts_back(tmp_path, family):
     """``semask export --format hf`` -> ``from_pretrained`` (no missing/unexpected key, same outputs) and
-    ``semask convert --from hf`` -> ``semask.load`` (class names from ``id2label``), for every family."""
-    for family in ("mask2former", "maskformer", "segformer"):
-        model = _semask(_hf_model(family))
-        save_weights(
-            model.cfg.to_dict(), model.state_dict(), tmp_path / f"{family}.safetensors", classes=CLASSES
-        )
-        assert (
-            main(
-                ["export", str(tmp_path / f"{family}.safetensors"), "--format", "hf", str(tmp_path / family)]
-            )
-            == 0
-        )
-        model_cls = getattr(transformers, HF_CLASSES[family][1])
-        loaded, info = model_cls.from_pretrained(tmp_path / family, output_loading_info=True)
-        assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
-        assert loaded.config.id2label[0] == "wall"
-        dst = tmp_path / f"{family}_back.safetensors"
-        assert main(["convert", str(tmp_path / family), str(dst), "--from", "hf"]) == 0
-        back, meta = semask.load(str(dst), with_info=True)
-        assert meta["classes"] == CLASSES
-        assert all(torch.equal(v, back.state_dict()[k]) for k, v in model.state_dict().items())
-        if family != "segformer":  # (LayerNorm eps, see test_segformer_matches_transformers)
-            x = _images(96, 128, batch=1)
-            with torch.no_grad():
-                theirs = loaded.eval()(pixel_values=x).class_queries_logits
-                torch.testing.assert_close(back(x).pred_logits, theirs, atol=1e-4, rtol=0)
+    ``semask convert --from hf`` -> ``semask.load`` (class names from ``id2label``)."""
+    model = _semask(_hf_model(family))
+    src, folder = tmp_path / "model.safetensors", tmp_path / "hf"
+    save_weights(model.cfg.to_dict(), model.state_dict(), src, classes=CLASSES)
+    assert main(["export", str(src), "--format", "hf", str(folder)]) == 0
+    model_cls = getattr(transformers, HF_CLASSES[family][1])
+    loaded, info = model_cls.from_pretrained(folder, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert loaded.config.id2label[0] == "wall"
+    dst = tmp_path / "back.safetensors"
+    assert main(["convert", str(folder), str(dst), "--from", "hf"]) == 0
+    back, meta = semask.load(str(dst), with_info=True)
+    assert meta["classes"] == CLASSES
+    assert all(torch.equal(v, back.state_dict()[k]) for k, v in model.state_dict().items())
+    if family != "segformer":  # (LayerNorm eps, see test_segformer_matches_transformers)
+        x = _images(96, 128, batch=1)
+        with torch.no_grad():
+            theirs = loaded.eval()(pixel_values=x).class_queries_logits
+            torch.testing.assert_close(back(x).pred_logits, theirs, atol=1e-4, rtol=0)
+
+
+def test_hub_names_of_transformers_4_are_accepted():
+    """The released ``facebook/mask2former-swin-*`` files use transformers 4.x names (Swin without ``swin.``,
+    ``attention.self.query``, ``intermediate.dense``, persistent ``relative_position_index``)."""
+    hf = _hf_model("mask2former")
+    renames = [
+        (r"encoder\.swin\.", "encoder."),
+        (
+            r"attention\.([qkv])_proj\.",
+            lambda m: f"attention.self.{dict(q='query', k='key', v='value')[m[1]]}.",
+        ),
+        (r"attention\.relative_position_bias\.", "attention.self."),
+        (r"attention\.o_proj\.", "attention.output.dense."),
+        (r"(blocks\.\d+)\.mlp\.fc1\.", r"\1.intermediate.dense."),
+        (r"(blocks\.\d+)\.mlp\.fc2\.", r"\1.output.dense."),
+    ]
+    old = {}
+    for key, value in hf.state_dict().items():
+        for pattern, repl in renames:
+            key = re.sub(pattern, repl, key)
+        old[key] = value
+        if key.endswith("relative_position_bias_table"):
+            old[key.replace("_bias_table", "_index")] = relative_position_index(3)
+    assert any(".attention.self.query." in k for k in old)
+    cfg, sd = from_hf(hf.state_dict(), hf.config.to_dict())
+    cfg_old, sd_old = from_hf(old, hf.config.to_dict())
+    assert cfg_old == cfg and sd_old.keys() == sd.keys()
+    assert all(torch.equal(sd_old[k], sd[k]) for k in sd)
 
 
 def test_every_unmapped_key_is_reported():

@@ -21,7 +21,7 @@ SWIN_PREFIX = {"mask2former": _PIX + "encoder.swin.", "maskformer": _PIX + "enco
 """Where each family's transformers Swin lives (its unused final ``layernorm`` is ``<prefix>layernorm.*``)."""
 
 _SWIN_ALIASES = [  # 4.x / maskformer-swin names -> the names of the maps
-    (r"^(model\.pixel_level_module\.encoder\.)(embeddings|encoder)\.", r"\1swin.\2."),
+    (r"^(model\.pixel_level_module\.encoder\.)(embeddings|encoder|layernorm)\.", r"\1swin.\2."),
     (r"\.attention\.self\.(q|k|v)[a-z]*\.", r".attention.\1_proj."),
     (r"\.attention\.self\.relative_position_", ".attention.relative_position_bias.relative_position_"),
     (r"\.attention\.output\.dense\.", ".attention.o_proj."),
