@@ -361,3 +361,21 @@ def test_onnx_export_matches_pytorch(fixture_path, tmp_path):
     path = export_onnx(model, tmp_path / "maskformer.onnx", size=(128, 160))
     images = [forward["input"], train["input"], train["input"][:, :, :125, :150]]
     assert onnx_max_rel_diff(path, model, images) <= 1e-4
+
+
+def test_norm_eval_keeps_running_statistics_also_with_synchronised_bn():
+    """mmseg ``norm_eval=True``: in train mode the (DDP-synchronised) BatchNorms use their running statistics, so
+    a train-mode forward equals the eval-mode one; ``norm_eval=False`` trains them."""
+    from semask.engine.sync_bn import DistBatchNorm2d, convert_sync_batchnorm
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    backbone = convert_sync_batchnorm(ResNet(stem_channels=8, base_channels=8), torch.device("cpu"))
+    assert all(type(m) is not nn.BatchNorm2d for m in backbone.modules())
+    assert any(isinstance(m, DistBatchNorm2d) for m in backbone.modules())
+    with torch.no_grad():
+        ref = backbone.eval()(x).features
+        out = backbone.train()(x).features
+    assert all(torch.equal(a, b) for a, b in zip(out, ref, strict=True))
+    trained = ResNet(stem_channels=8, base_channels=8, norm_eval=False).train()
+    assert all(m.training for m in trained.modules() if isinstance(m, nn.BatchNorm2d))
