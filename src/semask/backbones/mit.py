@@ -57,6 +57,14 @@ MIT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
     "mit_b5": dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3)),
 }
 
+
+def mit_variant(embed_dims: Sequence[int], depths: Sequence[int]) -> str:
+    """The :data:`MIT_VARIANTS` name of these widths and depths; ``mit_b0`` for another size (a config's own fields
+    then rebuild it)."""
+    found = {"embed_dims": tuple(embed_dims), "depths": tuple(depths)}
+    return next((name for name, v in MIT_VARIANTS.items() if v == found), "mit_b0")
+
+
 _BLOCK_EPS = 1e-6  # official norm_layer = partial(nn.LayerNorm, eps=1e-6): block norm1/norm2 and norm1..norm4
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from semask.backbones.mit import MIT_VARIANTS
+from semask.backbones.mit import mit_variant
 from semask.convert.hf_keys import KeyMap, Pair
 from semask.errors import ConfigError
 
@@ -83,7 +83,7 @@ def fields_from_hf(config: dict[str, Any], num_classes: int) -> dict[str, Any]:
         embed_dims=tuple(config.get("hidden_sizes", (32, 64, 160, 256))),
         depths=tuple(config.get("depths", (2, 2, 2, 2))),
     )
-    variant = next((name for name, v in MIT_VARIANTS.items() if v == widths), "mit_b0")
+    variant = mit_variant(**widths)
     return (
         {"arch": f"segformer_{variant}", "num_classes": num_classes}
         | widths

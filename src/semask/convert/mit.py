@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from semask.backbones.mit import MIT_VARIANTS, SeMaskMiT, semantic_layout
+from semask.backbones.mit import SeMaskMiT, mit_variant, semantic_layout
 from semask.convert._rules import Rule, check_requested, rename, unwrap_state_dict
 from semask.decoders.segformer_head import SegFormerHead
 from semask.errors import CheckpointError, ConfigError
@@ -194,13 +194,6 @@ def read_mit_checkpoint(ckpt: dict) -> tuple[dict[str, torch.Tensor], KeyReport]
     return convert_mit_imagenet(sd)
 
 
-def _variant(arch: dict) -> str:
-    """The :data:`MIT_VARIANTS` name of these widths and depths (``mit_b0`` for another size: the config's own
-    fields rebuild it)."""
-    found = {"embed_dims": arch["embed_dims"], "depths": arch["depths"]}
-    return next((name for name, v in MIT_VARIANTS.items() if v == found), "mit_b0")
-
-
 def _no_window(window_size: int | None) -> None:
     if window_size is not None:
         raise ConfigError("window_size does not apply to MiT (it has no attention windows)")
@@ -232,7 +225,7 @@ def convert_segformer(
     report.raise_if_bad("SegFormer checkpoint")
     arch, head = infer_mit_arch(sd), infer_head_arch(sd)
     cfg = model_config_class("mit", "segformer_head")(
-        arch=f"segformer_{_variant(arch)}",
+        arch=f"segformer_{mit_variant(arch['embed_dims'], arch['depths'])}",
         num_classes=head["num_classes"],
         decoder_channels=head["embed_dim"],
         **arch,
@@ -270,11 +263,11 @@ def convert_mit_backbone(
     sd = {k: v for k, v in sd.items() if k.startswith("backbone.")}
     report.raise_if_bad("MiT ImageNet checkpoint")
     arch = infer_mit_arch(sd)
-    num_classes = num_classes or 150
+    variant, num_classes = mit_variant(arch["embed_dims"], arch["depths"]), num_classes or 150
     cfg = model_config_class("mit", "segformer_head")(
-        arch=f"semask_{_variant(arch)}",
+        arch=f"semask_{variant}",
         num_classes=num_classes,
-        decoder_channels=segformer_head_width(_variant(arch)),
+        decoder_channels=segformer_head_width(variant),
         semantic_attention=semantic_attention or semantic_layout(num_classes),
         sem_window_size=sem_window_size or 7,
         **arch,
