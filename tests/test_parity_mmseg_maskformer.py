@@ -25,6 +25,8 @@ from semask.convert.mmseg_maskformer import convert
 from semask.data.transforms import normalize
 from semask.decoders.maskformer.common import MaskPrediction, MaskSegOutput
 from semask.decoders.mmseg_maskformer.head import MMSegMaskFormerHead
+from semask.engine.optim import build_optimizer, lr_at
+from semask.engine.train import experiment_model
 from semask.layers.drop_path import DropPath
 from semask.layers.window_attention import relative_position_index
 from semask.losses.base import LossSettings
@@ -299,6 +301,7 @@ def test_presets_follow_the_mmseg_recipes(fixture_path, preset, config):
     assert exp.train.warmup_iters == (warmup[0]["end"] if warmup else 0)
     if warmup:
         assert exp.train.warmup_ratio == warmup[0]["start_factor"]
+    assert poly["begin"] == (exp.train.warmup_iters if exp.train.poly_after_warmup else 0)
     assert exp.train.batch_size == 8 * r50["train_dataloader"]["batch_size"]  # 8 GPUs x 2 ("8xb2")
     assert exp.train.eval_interval == schedule["train_cfg"]["val_interval"]
     train = {t["type"]: t for t in data["train_pipeline"]}
@@ -379,3 +382,30 @@ def test_norm_eval_keeps_running_statistics_also_with_synchronised_bn():
     assert all(torch.equal(a, b) for a, b in zip(out, ref, strict=True))
     trained = ResNet(stem_channels=8, base_channels=8, norm_eval=False).train()
     assert all(m.training for m in trained.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("preset, config", [(p, c) for p, c in PRESET_CONFIGS.items() if "r101" not in p])
+def test_weight_decay_exemptions_follow_the_mmseg_custom_keys(fixture_path, preset, config):
+    """The parameters without weight decay are exactly those matched by a ``decay_mult=0`` custom key of the
+    config (mmseg's Swin names ``backbone.stages.*`` are our ``backbone.layers.*``); ResNet: none."""
+    own = exec_config(fixture_path("mmseg_maskformer", "recipes") / f"{config}.py")
+    keys = own.get("custom_keys", {})
+    exempt = [
+        k.replace("backbone.stages.", "backbone.layers.") for k, v in keys.items() if v.get("decay_mult") == 0
+    ]
+    exp = PRESETS[preset]()
+    model = experiment_model(exp)
+    opt = build_optimizer(model, exp.optim)
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert decay[id(p)] == (0.0 if any(k in name for k in exempt) else exp.optim.weight_decay), name
+    assert ("swin" in preset) == bool(exempt)
+
+
+def test_poly_starts_after_the_warmup_as_mmengine():
+    """mmengine LinearLR(start_factor, end=W) then PolyLR(begin=W, end=T): full rate at W, poly over T - W."""
+    t = PRESETS["maskformer_swin-t_ade20k-512_160k"]().train
+    assert lr_at(0, 1.0, t) == pytest.approx(1e-6)
+    assert lr_at(750, 1.0, t) == pytest.approx(1e-6 + (1 - 1e-6) * 0.5)
+    assert lr_at(1500, 1.0, t) == 1.0
+    assert lr_at(1500 + (160000 - 1500) // 2, 1.0, t) == pytest.approx(0.5, abs=1e-5)

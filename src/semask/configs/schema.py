@@ -50,7 +50,8 @@ class OptimCfg:
     """AdamW. ``param_rules="mmseg"``: no weight decay for names containing ``norm``,
     ``relative_position_bias_table`` or ``absolute_pos_embed`` (mmcv custom_keys); ``"d2"``: no weight decay for
     normalisation layers, ``nn.Embedding``, the position tables and embeddings, and the learning rate of every
-    ``backbone.*`` parameter times ``backbone_lr_mult`` (detectron2 ``build_optimizer``, SPEC A3 'D2').
+    ``backbone.*`` parameter times ``backbone_lr_mult`` (detectron2 ``build_optimizer``, SPEC A3 'D2');
+    ``"mmseg-maskformer"`` / ``"none"``: the mmseg 1.x MaskFormer Swin / ResNet rules (:mod:`semask.engine.optim`).
     ``decoder_lr_mult``: the learning rate of every other parameter (decoder, criterion) times this (SegFormer's
     mmcv ``custom_keys={'head': dict(lr_mult=10.)}``, official NVlabs ``local_configs/segformer/*``).
     ``grad_clip``: max L2 norm of all gradients together (full-model clipping), None = off."""
@@ -72,7 +73,8 @@ class TrainCfg:
     ``pretrained``: ImageNet backbone weights to start from (official Microsoft Swin ``.pth`` or converted, see
     :func:`semask.convert.load_imagenet_backbone`). ``cate_weight``, ``ohem_min_kept``, ``class_weight``: the loss
     settings every model's ``losses`` receives (:class:`semask.losses.base.LossSettings`; the mask heads' loss and
-    matching-cost weights are ``model`` fields).
+    matching-cost weights are ``model`` fields). ``poly_after_warmup``: the poly decay starts after the warmup
+    (mmengine ``LinearLR`` + ``PolyLR(begin=warmup_iters)``) instead of spanning the whole schedule (mmcv).
     """
 
     max_iters: int = 80000
@@ -91,6 +93,7 @@ class TrainCfg:
     log_interval: int = 50
     seed: int = 0
     max_nonfinite: int = 0
+    poly_after_warmup: bool = False
 
 
 @dataclass

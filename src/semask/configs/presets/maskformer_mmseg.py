@@ -8,16 +8,11 @@ Recipes (``recipes/`` of the fixture folder):
 - data (``_base_/datasets/ade20k.py``): RandomResize (2048, 512) with ratio_range (0.5, 2.0), RandomCrop 512 with
   cat_max_ratio 0.75, flip 0.5, PhotoMetricDistortion; test Resize (2048, 512) keep-ratio, whole image, TTA ratios
   0.5-1.75 + flip; mmseg IoU; batch 16 (8 GPUs x 2), 160k iterations, checkpoints/eval every 16k.
-- ResNet: AdamW lr 1e-4, weight decay 1e-4, backbone lr x0.1, grad clip 0.01 (L2), PolyLR power 0.9 to 0, no
-  warmup.
-- Swin: AdamW lr 6e-5, weight decay 0.01 (none on the backbone norms and position tables), backbone lr x1, grad
-  clip 0.01, LinearLR warmup 1500 iterations from 1e-6, then poly power 1.0 to 0.
-
-Where our engine differs from mmengine (``semask.engine.optim``): the ``mmseg`` parameter rule gives no weight
-decay to every parameter whose name contains ``norm`` (so also the decoder's LayerNorms ``norms.*`` /
-``post_norm``, which mmseg decays) and decays ``query_embed`` (mmseg: decay 0 for Swin); the ResNet recipe has no
-decay exemptions in mmseg. The poly factor runs over all 160k iterations, multiplied by the warmup factor during
-warmup (mmengine starts the poly after the warmup).
+- ResNet: AdamW lr 1e-4, weight decay 1e-4 on every parameter (``param_rules="none"``), backbone lr x0.1, grad
+  clip 0.01 (L2), PolyLR power 0.9 to 0, no warmup.
+- Swin: AdamW lr 6e-5, weight decay 0.01 except the backbone norms, position tables and ``query_embed``
+  (``param_rules="mmseg-maskformer"``; the decoder's norms decay), backbone lr x1, grad clip 0.01, LinearLR warmup
+  1500 iterations from 1e-6, then PolyLR power 1.0 to 0 over the remaining iterations (``poly_after_warmup``).
 """
 
 from semask.configs.presets import register
@@ -51,6 +46,7 @@ def mmseg_maskformer_ade20k(arch: str) -> ExperimentCfg:
             weight_decay=0.01 if swin else 1e-4,
             grad_clip=0.01,
             backbone_lr_mult=1.0 if swin else 0.1,
+            param_rules="mmseg-maskformer" if swin else "none",
         ),
         train=TrainCfg(
             max_iters=160000,
@@ -58,6 +54,7 @@ def mmseg_maskformer_ade20k(arch: str) -> ExperimentCfg:
             warmup_iters=1500 if swin else 0,
             warmup_ratio=1e-6 if swin else 1.0,
             power=1.0 if swin else 0.9,
+            poly_after_warmup=swin,
             eval_interval=16000,
             ckpt_interval=16000,
         ),
