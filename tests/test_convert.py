@@ -7,6 +7,8 @@ the shared fixtures). Swin ImageNet: synthetic Microsoft- and timm-layout checkp
 import argparse
 import json
 import logging
+import os
+import pickle
 import re
 
 import numpy as np
@@ -309,3 +311,38 @@ def test_corrupt_and_unsafe_files(small_model, tmp_path):
     torch.save({"meta": {"args": argparse.Namespace(lr=1)}, "state_dict": {}}, tmp_path / "u.pth")
     with pytest.raises(CheckpointError, match=r"argparse\.Namespace.*weights_only=False"):
         read_checkpoint(tmp_path / "u.pth")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo unsafe",))
+
+
+def test_original_mask2former_model_zoo_pkl(fixture_path, tmp_path, capsys):
+    """A detectron2 model-zoo ``.pkl`` of the original Mask2Former (no semantic layers): the SeMask fixture without
+    its semantic layers has that layout; detectron2 pickles numpy arrays under ``model``. It converts with
+    ``--from mask2former-d2`` to the plain ``swin_m2f`` with every tensor kept, loads, predicts; a .pkl that
+    pickles anything else is refused without running it."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(fixture_path("semask_d2", "m2f_ade_e16_w12_k150.safetensors"))
+    sd = {k[len("state_dict.") :]: v for k, v in tensors.items() if k.startswith("state_dict.")}
+    plain = {k: v.numpy() for k, v in sd.items() if ".semantic_layer." not in k}
+    assert len(plain) < len(sd)
+    with open(tmp_path / "model_final.pkl", "wb") as f:
+        pickle.dump({"model": plain, "__author__": "FAIR", "matching_heuristics": True}, f)
+    dst = tmp_path / "m2f.safetensors"
+    assert main(["convert", str(tmp_path / "model_final.pkl"), str(dst), "--from", "mask2former-d2"]) == 0
+    model = load_model(dst)
+    assert model.cfg.arch == "swin_m2f" and model.cfg.semantic_attention is None
+    assert not any("semantic" in k for k in model.state_dict())
+    weights = model.state_dict()
+    kept = [k for k in plain if k in weights]
+    assert len(kept) > 0.9 * len(plain)
+    assert all(torch.equal(weights[k], torch.from_numpy(plain[k])) for k in kept)
+    assert model.eval().predict(torch.randn(1, 3, 64, 64)).shape == (1, 150, 64, 64)
+    with open(tmp_path / "bad.pkl", "wb") as f:
+        pickle.dump({"model": {"x": _Exploit()}}, f)
+    with pytest.raises(CheckpointError, match=r"bad\.pkl: the \.pkl holds objects other than numpy.*system"):
+        read_checkpoint(tmp_path / "bad.pkl")
+    capsys.readouterr()

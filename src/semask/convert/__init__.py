@@ -32,6 +32,8 @@ SOURCES = {
     "semask-maskformer-d2": semask_d2.convert_maskformer,
     "semask-fapn-d2": semask_d2.convert_fapn,
     "semask-msfapn-d2": semask_d2.convert_msfapn,
+    "mask2former-d2": semask_d2.convert_m2f,  # original Mask2Former model zoo (.pkl): no semantic layers
+    "maskformer-d2": semask_d2.convert_maskformer,
     "swin-imagenet": swin_official.convert,
     "segformer": mit.convert_segformer,
     "mit-imagenet": mit.convert_mit_backbone,

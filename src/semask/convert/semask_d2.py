@@ -98,6 +98,10 @@ def check_shared_norms(sd: dict[str, torch.Tensor]) -> None:
         raise CheckpointError(f"FaPN GroupNorms shared by FeatureAlign and layer_k differ: {bad}")
 
 
+PLAIN_ARCH = {"mask2former": "swin_m2f", "maskformer": "swin_maskformer"}
+"""The registry names of checkpoints without semantic layers (the original Mask2Former / MaskFormer projects)."""
+
+
 def infer_config(
     sd: dict[str, torch.Tensor],
     decoder: str,
@@ -167,8 +171,9 @@ def infer_config(
             enc_dim_feedforward=shape(enc + "0.linear1.weight")[0],
             enc_n_points=points,
         )
-    if _PRIOR_Q not in sd:
-        return replace(cfg, semantic_attention=None, sem_window_size=arch["window_size"])
+    if _PRIOR_Q not in sd:  # no semantic layers: the original Mask2Former / MaskFormer model zoo
+        plain = PLAIN_ARCH.get(registered, arch_name)
+        return replace(cfg, arch=plain, semantic_attention=None, sem_window_size=arch["window_size"])
     if shape(_PRIOR_Q)[0] != num_classes:
         raise CheckpointError(
             f"the semantic layers predict {shape(_PRIOR_Q)[0]} classes but the head {num_classes}"

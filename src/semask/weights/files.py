@@ -117,7 +117,8 @@ def _json_file_kind(path: Path) -> str | None:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a ``.safetensors`` file, or a ``torch.save`` file with ``weights_only=True`` (never unsafe pickle).
+    """Read a ``.safetensors`` file, a ``torch.save`` file with ``weights_only=True`` (never unsafe pickle), or a
+    detectron2 model-zoo ``.pkl`` (numpy arrays only).
 
     numpy arrays/scalars in an mmcv ``meta`` dict are allowed through an explicit allow-list.
 
@@ -143,6 +144,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(
                 f"{path}: not a readable safetensors file (truncated or corrupt?): {_one_line(e)}"
             ) from e
+    if path.suffix == ".pkl":
+        return _read_pkl(path)
     allowed = _numpy_safe_globals()
     try:
         with torch.serialization.safe_globals(allowed):
@@ -167,6 +170,49 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not a readable torch checkpoint (truncated or corrupt?): {_one_line(e)}"
         ) from e
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickles containers, numbers, strings and numpy arrays only (detectron2 model-zoo ``.pkl`` files)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = {
+            g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}": g[0]
+            if isinstance(g, tuple)
+            else g
+            for g in _numpy_safe_globals()
+        }
+        if f"{module}.{name}" not in allowed:
+            raise pickle.UnpicklingError(f"{module}.{name}")
+        return allowed[f"{module}.{name}"]
+
+
+def _read_pkl(path: Path) -> dict[str, Any]:
+    """A detectron2 ``.pkl`` (``{"model": {name: numpy array}, "__author__": ...}``) with tensors for arrays.
+
+    Raises:
+        CheckpointError: a truncated or corrupt file, or one that pickles anything but numpy arrays and plain data.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = _NumpyUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: the .pkl holds objects other than numpy arrays and plain data ({_one_line(e)}); semask "
+            "will not unpickle it"
+        ) from e
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable .pkl (truncated or corrupt?): {_one_line(e)}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: a .pkl checkpoint is a dict, this one holds a {type(data).__name__}")
+    model = data.get("model", data)
+    return data | {
+        "model": {
+            k: torch.from_numpy(np.ascontiguousarray(v))
+            for k, v in model.items()
+            if isinstance(v, np.ndarray)
+        }
+    }
 
 
 def write_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:

@@ -253,31 +253,61 @@ def semask_swin_msfapn_m2f(**fields) -> Segmenter:
     return make_swin_mask("semask_swin_msfapn_m2f", SWIN["tiny"], "msfapn_m2f", fields)
 
 
-def _plain_mask(arch: str, size: str, decoder: str, doc: str) -> None:
-    """Register the entrypoint ``arch``: plain Swin of ``size`` (no semantic layers) + the ``decoder`` head."""
-
-    def entry(**fields) -> Segmenter:
-        return make_swin_mask(arch, SWIN[size], decoder, fields, semantic=False)
-
-    entry.__name__ = entry.__qualname__ = arch
-    entry.__doc__ = doc
-    register_model(entry)
+@register_model
+def swin_tiny_m2f(**fields) -> Segmenter:
+    """Swin-T Mask2Former without semantic layers (the original model, as in transformers)."""
+    return make_swin_mask("swin_tiny_m2f", SWIN["tiny"], "mask2former", fields, semantic=False)
 
 
-for _size in ("tiny", "small", "base", "large"):
-    for _decoder, _paper in (("m2f", "Mask2Former"), ("maskformer", "MaskFormer")):
-        _plain_mask(
-            f"swin_{_size}_{_decoder}",
-            _size,
-            "mask2former" if _decoder == "m2f" else "maskformer",
-            f"Swin-{_size[0].upper()} {_paper} without semantic layers (the original model, as in transformers).",
-        )
-_plain_mask(
-    "swin_m2f", "tiny", "mask2former", "Swin Mask2Former of any width (Swin-T defaults; converted weights)."
-)
-_plain_mask(
-    "swin_maskformer",
-    "tiny",
-    "maskformer",
-    "Swin MaskFormer of any width (Swin-T defaults; converted weights).",
-)
+@register_model
+def swin_tiny_maskformer(**fields) -> Segmenter:
+    """Swin-T MaskFormer without semantic layers (the original model, as in transformers)."""
+    return make_swin_mask("swin_tiny_maskformer", SWIN["tiny"], "maskformer", fields, semantic=False)
+
+
+@register_model
+def swin_small_m2f(**fields) -> Segmenter:
+    """Swin-S Mask2Former without semantic layers (the original model, as in transformers)."""
+    return make_swin_mask("swin_small_m2f", SWIN["small"], "mask2former", fields, semantic=False)
+
+
+@register_model
+def swin_small_maskformer(**fields) -> Segmenter:
+    """Swin-S MaskFormer without semantic layers (the original model, as in transformers)."""
+    return make_swin_mask("swin_small_maskformer", SWIN["small"], "maskformer", fields, semantic=False)
+
+
+@register_model
+def swin_base_m2f(**fields) -> Segmenter:
+    """Swin-B Mask2Former without semantic layers (the original model, as in transformers)."""
+    return make_swin_mask("swin_base_m2f", SWIN["base"], "mask2former", fields, semantic=False)
+
+
+@register_model
+def swin_base_maskformer(**fields) -> Segmenter:
+    """Swin-B MaskFormer without semantic layers (the original model, as in transformers)."""
+    return make_swin_mask("swin_base_maskformer", SWIN["base"], "maskformer", fields, semantic=False)
+
+
+@register_model
+def swin_large_m2f(**fields) -> Segmenter:
+    """Swin-L Mask2Former without semantic layers (the original model, as in transformers)."""
+    return make_swin_mask("swin_large_m2f", SWIN["large"], "mask2former", fields, semantic=False)
+
+
+@register_model
+def swin_large_maskformer(**fields) -> Segmenter:
+    """Swin-L MaskFormer without semantic layers (the original model, as in transformers)."""
+    return make_swin_mask("swin_large_maskformer", SWIN["large"], "maskformer", fields, semantic=False)
+
+
+@register_model
+def swin_m2f(**fields) -> Segmenter:
+    """Swin Mask2Former of any width without semantic layers (Swin-T defaults; converted weights)."""
+    return make_swin_mask("swin_m2f", SWIN["tiny"], "mask2former", fields, semantic=False)
+
+
+@register_model
+def swin_maskformer(**fields) -> Segmenter:
+    """Swin MaskFormer of any width without semantic layers (Swin-T defaults; converted weights)."""
+    return make_swin_mask("swin_maskformer", SWIN["tiny"], "maskformer", fields, semantic=False)
