@@ -15,6 +15,7 @@ Sources:
   ResNet model.
 """
 
+import logging
 from pathlib import Path
 
 import torch
@@ -25,6 +26,9 @@ from semask.data.meta import get_meta
 from semask.errors import ConfigError
 from semask.models.base import ModelConfig
 from semask.weights import KeyReport, read_checkpoint, save_weights, write_safetensors
+from semask.weights.keys import compare_keys
+
+logger = logging.getLogger("semask.convert")
 
 SOURCES = {
     "semask-fpn-mmseg": semask_fpn_mmseg.convert,
@@ -43,30 +47,41 @@ SOURCES = {
 }
 BACKBONE_SOURCES = ("swin-imagenet", "mit-imagenet", "resnet-imagenet")
 """Sources that give backbone weights only (written without a model sidecar)."""
-IMAGENET_LOADERS = {
-    "swin": swin_official.load_imagenet_backbone,
-    "mit": mit.load_mit_imagenet,
-    "resnet": resnet.load_resnet_imagenet,
-}
-"""Per registered backbone: the loader of its ImageNet weights into a model (``train.pretrained``)."""
+IMAGENET_WEIGHTS = {name: (module.imagenet_state_dict, module.is_imagenet_key) for name, module in (
+    ("swin", swin_official), ("mit", mit), ("resnet", resnet))}  # fmt: skip
+"""Per registered backbone: (checkpoint, model config) -> its ``backbone.*`` ImageNet weights, and the predicate of
+the model keys those weights must cover (``train.pretrained``)."""
 
 
 def load_imagenet_backbone(model: nn.Module, path: str | Path) -> KeyReport:
-    """Load ImageNet weights into ``model.backbone`` with the loader of its backbone (:data:`IMAGENET_LOADERS`).
+    """Load ImageNet weights into ``model.backbone`` (``train.pretrained``), mapped by the converter of its
+    backbone (:data:`IMAGENET_WEIGHTS`); a non-strict load, the rest of the model keeps its init.
 
     Returns:
         The key report (``not_loaded``: model keys left at their init, e.g. semantic layers and decoder).
 
     Raises:
-        ConfigError: no ImageNet loader for this backbone.
-        CheckpointError: as the backbone's loader (unreadable file, unmapped/missing/mismatched keys).
+        ConfigError: no ImageNet weights converter for this backbone.
+        CheckpointError: unreadable file, any unmapped checkpoint key, a required backbone key missing or of
+            another shape (e.g. another size or depth).
     """
     backbone = model.cfg.backbone_name
-    if backbone not in IMAGENET_LOADERS:
+    if backbone not in IMAGENET_WEIGHTS:
         raise ConfigError(
-            f"no ImageNet weights loader for backbone {backbone!r}; have {sorted(IMAGENET_LOADERS)}"
+            f"no ImageNet weights loader for backbone {backbone!r}; have {sorted(IMAGENET_WEIGHTS)}"
         )
-    return IMAGENET_LOADERS[backbone](model, path)
+    to_state_dict, required = IMAGENET_WEIGHTS[backbone]
+    sd = to_state_dict(read_checkpoint(path), model.cfg)
+    report = compare_keys(sd, {k: v.shape for k, v in model.state_dict().items()}, required)
+    report.raise_if_bad(f"{path}")
+    model.load_state_dict(sd, strict=False)
+    logger.info(
+        "loaded %d ImageNet tensors from %s; %d model tensors keep their init",
+        len(sd),
+        path,
+        len(report.not_loaded),
+    )
+    return report
 
 
 def convert_checkpoint(

@@ -18,10 +18,8 @@ Pure dict-to-dict maps (no I/O); each returns the converted state dict and a
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from torch import nn
 
 from semask.backbones.mit import SeMaskMiT, mit_variant, semantic_layout
 from semask.convert._rules import Rule, check_requested, rename, unwrap_state_dict
@@ -29,7 +27,6 @@ from semask.decoders.segformer_head import SegFormerHead
 from semask.errors import CheckpointError, ConfigError
 from semask.models.base import ModelConfig, model_config_class
 from semask.models.zoo.mit import segformer_head_width
-from semask.weights.files import read_checkpoint
 from semask.weights.keys import KeyReport, compare_keys
 
 _OFFICIAL_DEAD = re.compile(r"^decode_head\.conv_seg\.")
@@ -252,7 +249,7 @@ def convert_mit_backbone(
 
     Returns:
         ``(cfg, sd)``: ``semask_mit_b*`` config and the plain MiT weights (load with ``strict=False`` or
-        :func:`load_mit_imagenet`: semantic layers and head keep their init).
+        :func:`semask.convert.load_imagenet_backbone`: semantic layers and head keep their init).
 
     Raises:
         CheckpointError: unmapped, missing or mismatched backbone keys (all listed).
@@ -275,20 +272,14 @@ def convert_mit_backbone(
     return cfg, sd
 
 
-def load_mit_imagenet(model: nn.Module, path: str | Path) -> KeyReport:
-    """Load MiT ImageNet weights (NVlabs or Hugging Face) into ``model.backbone`` (SegFormer's init: the
-    official config's ``pretrained='pretrain/mit_b*.pth'``).
+def imagenet_state_dict(ckpt: dict, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """MiT ImageNet weights (NVlabs ``mit_b*.pth`` or Hugging Face ``nvidia/mit-b*``) -> ``backbone.*`` keys
+    (SegFormer's init: the official config's ``pretrained='pretrain/mit_b*.pth'``); semantic layers and decoder
+    keep their init."""
+    sd, _ = read_mit_checkpoint(ckpt)
+    return {k: v for k, v in sd.items() if k.startswith("backbone.")}
 
-    Returns:
-        The report; ``not_loaded`` lists the model keys left at their init (semantic layers, decoder).
 
-    Raises:
-        CheckpointError: unreadable file, any unmapped checkpoint key, any MiT key missing or of another shape.
-    """
-    sd, _ = read_mit_checkpoint(read_checkpoint(path))
-    sd = {k: v for k, v in sd.items() if k.startswith("backbone.")}
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    report = compare_keys(sd, expected, lambda k: k.startswith("backbone.") and ".semantic_layer" not in k)
-    report.raise_if_bad(str(path))
-    model.load_state_dict(sd, strict=False)
-    return report
+def is_imagenet_key(key: str) -> bool:
+    """The model keys that MiT ImageNet weights must cover: the backbone's, but its semantic layers."""
+    return key.startswith("backbone.") and ".semantic_layer" not in key

@@ -7,20 +7,14 @@ conversion drops the classifier ``fc.*`` and prefixes ``backbone.``; the model's
 loads the backbone non-strictly the same way).
 """
 
-import logging
 import re
-from pathlib import Path
 
 import torch
-from torch import nn
 
 from semask.convert._rules import rename, unwrap_state_dict
 from semask.errors import CheckpointError
 from semask.models.base import ModelConfig, model_config_class
-from semask.weights.files import read_checkpoint
-from semask.weights.keys import KeyReport, compare_keys, meta_shapes
-
-logger = logging.getLogger("semask.convert")
+from semask.weights.keys import compare_keys, meta_shapes
 
 _BACKBONE = re.compile(r"^backbone\.")
 _ARCH = {(3, 4, 6, 3): "maskformer_r50_d32", (3, 4, 23, 3): "maskformer_r101_d32"}
@@ -74,7 +68,7 @@ def convert(
 
     Returns:
         ``(cfg, sd)``: the config the weights are meant for and the ``backbone.*`` weights, which cover every
-        backbone key of ``build_model(cfg)`` (load with ``strict=False`` or :func:`load_resnet_imagenet`).
+        backbone key of ``build_model(cfg)`` (load with ``strict=False`` or :func:`semask.convert.load_imagenet_backbone`).
 
     Raises:
         CheckpointError: not a ResNet, or unmapped / missing / mismatched backbone keys (all listed).
@@ -90,25 +84,11 @@ def convert(
     return cfg, sd
 
 
-def load_resnet_imagenet(model: nn.Module, path: str | Path) -> KeyReport:
-    """Load ImageNet ResNet weights (torchvision ``.pth``, or a ``semask convert --from resnet-imagenet`` output)
-    into ``model.backbone``; the rest of the model keeps its init.
+def imagenet_state_dict(ckpt: dict, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """ImageNet ResNet weights (torchvision ``.pth``, or a ``--from resnet-imagenet`` output) -> ``backbone.*``
+    keys; every backbone key is required (``is_imagenet_key``), the decoder keeps its init."""
+    return convert_state_dict(unwrap_state_dict(ckpt))
 
-    Returns:
-        The key report (``not_loaded``: the decoder's keys).
 
-    Raises:
-        CheckpointError: unreadable file, any unmapped checkpoint key, a backbone key missing or of another shape
-            (e.g. another depth).
-    """
-    sd = convert_state_dict(unwrap_state_dict(read_checkpoint(path)))
-    report = compare_keys(sd, {k: v.shape for k, v in model.state_dict().items()}, _BACKBONE.match)
-    report.raise_if_bad(f"{path}")
-    model.load_state_dict(sd, strict=False)
-    logger.info(
-        "loaded %d ImageNet tensors from %s; %d model tensors keep their init",
-        len(sd),
-        path,
-        len(report.not_loaded),
-    )
-    return report
+is_imagenet_key = _BACKBONE.match
+"""The model keys that ResNet ImageNet weights must cover."""

@@ -9,10 +9,8 @@ the model window, then a non-strict load that leaves the semantic layers, ``norm
 
 import logging
 import re
-from pathlib import Path
 
 import torch
-from torch import nn
 
 from semask.convert._rules import (
     Rule,
@@ -23,9 +21,9 @@ from semask.convert._rules import (
     window_from_table,
 )
 from semask.errors import CheckpointError
+from semask.models.base import ModelConfig
 from semask.models.zoo import SeMaskFPNConfig, official_semantic_layout
-from semask.weights.files import read_checkpoint
-from semask.weights.keys import KeyReport, compare_keys, meta_shapes
+from semask.weights.keys import compare_keys, meta_shapes
 
 logger = logging.getLogger("semask.convert")
 
@@ -145,30 +143,17 @@ def convert(
     return cfg, sd
 
 
-def load_imagenet_backbone(model: nn.Module, path: str | Path) -> KeyReport:
-    """Load Swin ImageNet weights into ``model.backbone`` as the official FPN init does (SPEC 0 'Init', A4).
-
-    Args:
-        model: the network; its ``cfg.window_size`` is the resize target.
-        path: official ``.pth``, timm-layout file or a ``semask convert --from swin-imagenet`` output.
-
-    Returns:
-        The report; ``not_loaded`` lists the model keys left at their init (semantic layers, ``norm0-3``,
-        ``decode_head``: expected).
+def imagenet_state_dict(ckpt: dict, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Swin ImageNet weights (official ``.pth``, timm layout, or a ``--from swin-imagenet`` output) -> the
+    ``backbone.*`` keys of the model of ``cfg``, relative-position tables resized to ``cfg.window_size`` (the
+    official FPN init, SPEC 0 'Init', A4). Every Swin block key is required (``is_imagenet_key``); semantic
+    layers, ``norm0-3`` and the decoder keep their init.
 
     Raises:
-        CheckpointError: unreadable file, any unmapped checkpoint key, any Swin block key missing or of the
-            wrong shape (e.g. another Swin size or head count).
+        CheckpointError: a table of a non-square window.
     """
-    sd = convert_state_dict(unwrap_state_dict(read_checkpoint(path)), model.cfg.window_size)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    report = compare_keys(sd, expected, _SWIN_KEY.match)
-    report.raise_if_bad(f"{path}")
-    model.load_state_dict(sd, strict=False)
-    logger.info(
-        "loaded %d ImageNet tensors from %s; %d model tensors keep their init",
-        len(sd),
-        path,
-        len(report.not_loaded),
-    )
-    return report
+    return convert_state_dict(unwrap_state_dict(ckpt), cfg.window_size)
+
+
+is_imagenet_key = _SWIN_KEY.match
+"""The model keys that Swin ImageNet weights must cover."""
