@@ -7,6 +7,7 @@ The training runs use the tiny ``semask_swin_test_fpn`` on the bundled CamVid sa
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,9 +30,16 @@ ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below Linux's ephemeral range (32768-60999), so that no outgoing connection can take
+    it between this check and the main process binding it."""
+    for port in random.sample(range(20000, 32000), 100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def launch(cmd: list[str], world: int = 2) -> list[subprocess.Popen]:
@@ -54,13 +62,26 @@ def finish(procs: list[subprocess.Popen], timeout: float = TIMEOUT) -> list[tupl
             p.out, err = p.communicate(timeout=max(deadline - time.monotonic(), 0.1))
             results.append((p.returncode, err))
     except subprocess.TimeoutExpired:
-        pytest.fail(f"a process still ran after {timeout} s (a hang)")
+        pytest.fail(f"a process still ran after {timeout} s (a hang); its threads' stacks:\n{stacks(procs)}")
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.communicate()
     return results
+
+
+def stacks(procs: list[subprocess.Popen]) -> str:
+    """The end of the stderr of every process still running, after asking it for its threads' stacks (the worker
+    registers faulthandler on SIGUSR1)."""
+    said = []
+    for rank, p in enumerate(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            p.kill()
+            said.append(f"--- process {rank}:\n{p.communicate()[1][-6000:]}")
+    return "\n".join(said)
 
 
 def train_cmd(out: Path, iters: int, *extra: str, inject: tuple[str, ...] = ()) -> list[str]:
@@ -126,7 +147,8 @@ ITERS = 12
 def straight(tmp_path_factory) -> Path:
     """2 processes, ITERS iterations without interruption."""
     out = tmp_path_factory.mktemp("straight")
-    assert [rc for rc, _ in finish(launch(train_cmd(out, ITERS, "train.ckpt_interval=100")))] == [0, 0]
+    results = finish(launch(train_cmd(out, ITERS, "train.ckpt_interval=100")))
+    assert [rc for rc, _ in results] == [0, 0], results
     return out
 
 
@@ -136,14 +158,15 @@ def test_sigterm_to_one_process_stops_all_with_one_checkpoint_and_resume_is_exac
     procs[1].send_signal(signal.SIGTERM)
     (rc0, err0), (rc1, err1) = finish(procs)
     done = len(losses_logged(tmp_path))
-    assert (rc0, rc1) == (130, 130) and logged <= done <= logged + 2 < ITERS  # within one iteration
+    assert (rc0, rc1) == (130, 130), (err0, err1)
+    assert logged <= done <= logged + 2 < ITERS  # within one iteration
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == done
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["last.pt"]  # the one checkpoint
     said = f"interrupted: stopped by SIGTERM after iteration {done} of {ITERS}; checkpoint saved to "
     assert err0.strip() == said + f"{tmp_path / 'last.pt'} (continue with --resume)"
     assert err1.strip() == ""  # reported once, by the main process
     resumed = finish(launch(train_cmd(tmp_path, ITERS, "train.ckpt_interval=100") + ["--resume"]))
-    assert [rc for rc, _ in resumed] == [0, 0]
+    assert [rc for rc, _ in resumed] == [0, 0], resumed
     a, b = weights(straight), weights(tmp_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-exact on CPU
 
@@ -153,7 +176,7 @@ def test_non_finite_loss_on_one_process_is_skipped_then_stops_every_process(tmp_
     # NaN on rank 1 only at iterations 1 (skipped: max_nonfinite=1) and 3 (one too many: stop)
     cmd = train_cmd(tmp_path, 6, "train.max_nonfinite=1", inject=("--nan-at", "1,3"))
     (rc0, err0), (rc1, err1) = finish(launch(cmd))
-    assert (rc0, rc1) == (2, 2)
+    assert (rc0, rc1) == (2, 2), (err0, err1)
     assert err0.count("note: non-finite loss at iteration 1: update skipped (1 of max_nonfinite=1)") == 1
     assert err0.count("error: non-finite loss (nan) at iteration 3;") == 1
     assert "training stopped after iteration 3; " in err0 and err1.strip() == ""
@@ -175,7 +198,7 @@ def test_a_dead_or_hung_process_makes_the_other_stop_with_an_error(tmp_path, how
     [(rc, err)] = finish([survivor])
     procs[victim].kill()
     procs[victim].communicate()
-    assert rc == 2
+    assert rc == 2, err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and f"error: process {1 - victim} of 2 lost contact with the others" in lines[0]
     assert "8 s collective timeout (--dist-timeout)" in lines[0]
@@ -192,7 +215,8 @@ def test_two_torchrun_launchers_rendezvous_as_two_nodes(tmp_path):
     cmd = [*torchrun, "-m", "semask", *train_cmd(tmp_path, 2)[4:]]
     nodes = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
     nodes.append(subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    assert [rc for rc, _ in finish(nodes)] == [0, 0]
+    results = finish(nodes)
+    assert [rc for rc, _ in results] == [0, 0], results
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 2
     out = "".join(node.out for node in nodes)
     assert out.count("x 2 processes") == 1 and out.count("best mIoU") == 1  # header and summary by rank 0
@@ -209,7 +233,8 @@ def test_ctrl_c_during_a_stalled_load_or_evaluation_stops_every_process(tmp_path
     wait_for(tmp_path / "stalled", procs)
     procs[1].send_signal(signal.SIGINT)
     (rc0, err0), (rc1, err1) = finish(procs)
-    assert (rc0, rc1) == (130, 130) and err1.strip() == ""
+    assert (rc0, rc1) == (130, 130), (err0, err1)
+    assert err1.strip() == ""
     during = " during evaluation" if stall == "eval" else ""
     assert f"interrupted: stopped by SIGINT{during} after iteration 2 of 6; checkpoint saved to" in err0
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 2

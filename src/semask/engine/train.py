@@ -83,7 +83,8 @@ def total_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
 class Trainer:
     """One run: the model, its optimizer and data, and the loop's state (``done``: iterations finished;
     ``saved``: the iteration ``last.pt`` holds; ``best``: best validation mIoU; ``nonfinite``: skipped steps;
-    ``together``: every process stops at this point, so they can still save a checkpoint together)."""
+    ``together``: every process stops at this point, so they can still save a checkpoint together; ``lost``: a
+    collective failed, the process group is left as it is for the process to exit)."""
 
     def __init__(
         self, cfg: ExperimentCfg, out: Path, resume: bool, timeout_s: float = DEFAULT_TIMEOUT_S
@@ -91,7 +92,7 @@ class Trainer:
         self.cfg, self.out, self.last, self.timeout_s = cfg, out, out / "last.pt", timeout_s
         self.owns_group = not torch.distributed.is_initialized()  # destroyed by close() when created here
         self.rank, self.world, self.device = init_distributed(timeout_s)
-        self.together = False
+        self.together = self.lost = False
         t = cfg.train
         self.amp = resolve_amp(t.amp, self.device)  # bf16 without native bf16 -> fp32; fp16 refused
         if t.batch_size % self.world:
@@ -265,8 +266,8 @@ class Trainer:
         )
 
     def close(self) -> None:
-        """Destroy the process group this run created."""
-        if self.owns_group:
+        """Destroy the process group this run created, unless a collective failed (it may raise or wait)."""
+        if self.owns_group and not self.lost:
             close_distributed()
 
 
@@ -338,6 +339,7 @@ def _stopped(run: Trainer, err: BaseException) -> BaseException:
     if isinstance(err, CheckpointError) or (isinstance(err, RuntimeError) and not is_collective_error(err)):
         return err
     if isinstance(err, RuntimeError):  # a collective failed: the other processes cannot take part in a save
+        run.lost = True
         first = (str(err).strip() or type(err).__name__).splitlines()[0]
         return LostContact(
             f"process {run.rank} of {run.world} lost contact with the others after iteration {run.done}: another "
