@@ -35,6 +35,7 @@ from semask.convert.hf import from_hf
 from semask.engine.train import total_loss
 from semask.models import build_model
 from semask.tools.benchmark import current_rss_mb, peak_rss_mb, reset_peak_rss, time_round_robin
+from semask.tools.onednn import enable_onednn
 
 SWIN_T = dict(model_type="swin", out_features=["stage1", "stage2", "stage3", "stage4"], drop_path_rate=0.3)
 MODELS = {
@@ -53,12 +54,14 @@ MODELS = {
 
 
 def build_pair(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The transformers model (random init) and the semask model holding the same weights."""
+    """The transformers model (random init) and the semask model holding the same weights, ready for inference as
+    semask's commands run it."""
     config_cls, model_cls, config = MODELS[name]
     hf = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**config))
     cfg, sd = from_hf(hf.state_dict(), hf.config.to_dict())
     ours = build_model(cfg)
     ours.load_state_dict(sd)
+    enable_onednn(ours)  # as `semask predict/eval/bench`: fused CPU inference kernels (training is unchanged)
     if name.startswith("SegFormer"):
         for m in ours.modules():
             if isinstance(m, torch.nn.LayerNorm):
@@ -66,8 +69,19 @@ def build_pair(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     return hf, ours
 
 
+def deep_supervision(hf, on: bool) -> dict:
+    """transformers' MaskFormer computes the losses of every decoder layer (as the official MaskFormer and semask)
+    only with ``use_auxiliary_loss`` and the decoder's hidden states, and then predicts the masks of every layer
+    at inference too: on for training steps, off for inference. Returns the extra forward arguments."""
+    if not isinstance(hf, transformers.MaskFormerForInstanceSegmentation):
+        return {}
+    hf.config.use_auxiliary_loss = on
+    return {"output_hidden_states": on}
+
+
 def forward_steps(hf, ours, images: torch.Tensor, amp: bool) -> dict:
     """Inference forward passes (eval mode, inference_mode, optional bf16 autocast) of both libraries."""
+    deep_supervision(hf, False)
     hf.eval()
     ours.eval()
     mask = hasattr(ours.decoder, "predictor")
@@ -116,6 +130,7 @@ def train_steps(hf, ours, images: torch.Tensor, labels: torch.Tensor, amp: bool)
     if hasattr(ours.decoder, "predictor"):
         masks = [torch.stack([lab == c for c in lab.unique()]).float() for lab in labels]
         hf_kwargs = dict(mask_labels=masks, class_labels=[lab.unique() for lab in labels])
+        hf_kwargs |= deep_supervision(hf, True)
     else:
         hf_kwargs = dict(labels=labels)
 

@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from semask.decoders.base import Decoder, SegOutput
 from semask.decoders.priors import FPNPriorDecoder
 from semask.layers.conv import ConvBNReLU
+from semask.layers.impl import get_impl
 from semask.layers.resize import resize_to
 from semask.losses.fpn import SemanticCELoss
 from semask.registry import DECODERS, register_part
@@ -66,10 +68,41 @@ class SegFormerHead(Decoder):
         Returns:
             :class:`SegOutput` with (B, K, h_0, w_0) logits.
         """
-        size = features[0].shape[2:]
-        maps = [getattr(self, f"linear_c{i}")(x) for i, x in enumerate(features, start=1)]  # (B, E, h_i, w_i)
-        fused = torch.cat([resize_to(m, size) for m in maps[:0:-1]] + [maps[0]], dim=1)  # (B, 4E, h_0, w_0)
-        return SegOutput(self.linear_pred(self.dropout(self.linear_fuse(fused))))
+        if get_impl() == "fast":
+            fused = self._fuse_per_stage(features)
+        else:
+            size = features[0].shape[2:]
+            maps = [
+                getattr(self, f"linear_c{i}")(x) for i, x in enumerate(features, start=1)
+            ]  # (B, E, h_i, w_i)
+            fused = torch.cat(
+                [resize_to(m, size) for m in maps[:0:-1]] + [maps[0]], dim=1
+            )  # (B, 4E, h_0, w_0)
+            fused = self.linear_fuse(fused)
+        return SegOutput(self.linear_pred(self.dropout(fused)))
+
+    def _fuse_per_stage(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``linear_fuse(cat(resized maps))`` without the 4E-channel concat: the fuse conv is 1x1 and the resize
+        bilinear, both linear per pixel, so stage i's slice of the conv composed with ``linear_c{i}`` is applied at
+        the stage's own size, then resized, and the four are summed (eval: the BatchNorm folded in too). The same
+        math as the official head, summed in another order; (B, E, h_0, w_0)."""
+        conv, bn = self.linear_fuse.conv, self.linear_fuse.bn
+        e = conv.out_channels
+        weight, bias = (
+            conv.weight[:, :, 0, 0],
+            torch.zeros(e, device=conv.weight.device),
+        )  # (E, 4E): c4, c3, c2, c1
+        if not bn.training:
+            scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+            weight, bias = weight * scale[:, None], bn.bias - bn.running_mean * scale
+        fused = None
+        for i, x in enumerate(features, start=1):
+            proj = getattr(self, f"linear_c{i}").proj
+            part = weight[:, (4 - i) * e : (5 - i) * e]  # (E, E)
+            w, b = part @ proj.weight, part @ proj.bias + (bias if i == 1 else 0)  # (E, C_i), (E,)
+            y = F.linear(x.permute(0, 2, 3, 1), w, b).permute(0, 3, 1, 2)  # (B, E, h_i, w_i), channels-last
+            fused = y if fused is None else fused + resize_to(y, features[0].shape[2:])
+        return self.linear_fuse.activate(fused if not bn.training else bn(fused))
 
     def dense(self, outputs: SegOutput, image_size: tuple[int, int]) -> torch.Tensor:
         """(B, K, h_0, w_0) logits at stride 4."""
