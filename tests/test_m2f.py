@@ -17,6 +17,7 @@ from semask.convert import convert_checkpoint
 from semask.data.datasets import build_dataset
 from semask.data.transforms import TrainTransform
 from semask.errors import CheckpointError
+from semask.layers.impl import use_impl
 from semask.layers.ms_deform_attn import MSDeformAttn, ms_deform_attn_core
 from semask.models import build_model
 
@@ -48,14 +49,20 @@ def naive_ms_deform_attn(value, shapes, locations, weights) -> torch.Tensor:
     return out.reshape(b, lq, m * d)
 
 
-def test_ms_deform_attn_core_matches_naive_loop():
+@pytest.mark.parametrize("impl, grad", [("reference", False), ("fast", True), ("fast", False)])
+def test_ms_deform_attn_core_matches_naive_loop(impl, grad):
+    """Each path: reference (grid_sample, stacked), fast with autograd (grid_sample per level), fast inference
+    (one embedding_bag over zero-bordered levels); points on, near and far outside the borders."""
     torch.manual_seed(0)
     shapes, b, lq, m, d, p = [(3, 4), (2, 2), (1, 3)], 2, 5, 2, 3, 2
-    value = torch.randn(b, sum(h * w for h, w in shapes), m, d, dtype=torch.float64)
-    locations = torch.rand(b, lq, m, len(shapes), p, 2, dtype=torch.float64) * 1.4 - 0.2  # some fall outside
+    value = torch.randn(b, sum(h * w for h, w in shapes), m, d, dtype=torch.float64, requires_grad=grad)
+    locations = torch.rand(b, lq, m, len(shapes), p, 2, dtype=torch.float64) * 3.0 - 1.0  # many fall outside
+    locations[0, :3, 0, 0, 0] = torch.tensor([[0.0, 0.0], [1.0, 1.0], [-0.125, 1.1]], dtype=torch.float64)
     weights = torch.rand(b, lq, m, len(shapes), p, dtype=torch.float64)
-    ref = naive_ms_deform_attn(value, shapes, locations, weights)
-    assert torch.allclose(ms_deform_attn_core(value, shapes, locations, weights), ref, atol=1e-12)
+    ref = naive_ms_deform_attn(value.detach(), shapes, locations, weights)
+    with use_impl(impl):
+        out = ms_deform_attn_core(value, shapes, locations, weights)
+    assert torch.allclose(out, ref, atol=1e-12)
 
 
 @torch.no_grad()
