@@ -257,3 +257,22 @@ def test_benchmark_script_quick(tmp_path):
         (i, o) for i in ("fast", "reference") for o in ("labels", "logits")
     }
     assert all(isinstance(r["peak_mem_mb"], float) for r in results["memory"])
+
+
+@pytest.mark.cpu_paths
+def test_fast_mask2former_inference_matches_reference():
+    """Mask2Former inference in ``fast`` with the oneDNN swap: deformable attention as one embedding_bag, the
+    encoder FFN's ReLU fused into oneDNN, NHWC mask products; class scores equal the reference within 1e-4."""
+    torch.manual_seed(0)
+    model = semask.create_model("semask_swin_test_m2f", num_classes=5).eval()
+    assert enable_onednn(model) > 0
+    x = torch.randn(1, 3, 96, 128)
+
+    def scores(impl: str) -> torch.Tensor:
+        with torch.inference_mode(), use_impl(impl):
+            return model.predict_scores(x)
+
+    assert _rel(scores("fast"), scores("reference")) <= 1e-4
+    layer = model.sem_seg_head.pixel_decoder.transformer.encoder.layers[0]
+    assert type(layer).__name__ == "OneDNNEncoderLayer"
+    assert (layer.linear1 in onednn._CACHE) == hardware.onednn_runs(torch.float32)

@@ -89,7 +89,8 @@ def _gather_weighted(
     row = torch.tensor([w + 2 for _, w in spatial_shapes], device=dev)  # (L,) padded row length
     start = torch.tensor([0] + [(h + 2) * (w + 2) for h, w in spatial_shapes][:-1], device=dev).cumsum(0)
     corners = torch.stack([torch.zeros_like(row), torch.ones_like(row), row, row + 1], -1)  # (L, 4)
-    xy = sampling_locations.permute(0, 2, 1, 3, 4, 5) * size[:, None] - 0.5  # (B, M, Lq, L, P, 2) pixels
+    # (B, M, Lq, L, P, 2) pixel coordinates, contiguous: every tensor made from them reshapes as a view
+    xy = sampling_locations.permute(0, 2, 1, 3, 4, 5).contiguous() * size[:, None] - 0.5
     xy0 = xy.floor()
     fx, fy = (xy - xy0).unbind(-1)
     clamped = xy0.clamp(min=-1).minimum(size[:, None] - 1)  # top-left corner in the padded level
@@ -99,7 +100,7 @@ def _gather_weighted(
     first = first + (torch.arange(b * m, device=dev) * padded).view(b, m, 1, 1, 1)
     index = (first[..., None] + corners[:, None]).reshape(b * m * lq, -1)
     wx, wy = torch.stack([1 - fx, fx], -1), torch.stack([1 - fy, fy], -1)
-    attn = attention_weights.permute(0, 2, 1, 3, 4) * inside
+    attn = attention_weights.permute(0, 2, 1, 3, 4).contiguous() * inside
     weights = ((wy[..., :, None] * wx[..., None, :]).flatten(-2) * attn[..., None]).reshape(b * m * lq, -1)
     out = F.embedding_bag(
         index, table.reshape(-1, d), per_sample_weights=weights.to(table.dtype), mode="sum"

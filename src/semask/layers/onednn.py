@@ -83,15 +83,15 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d, dtype: torch.dtype) -> tuple[to
     return _cached(conv, params, dtype, build)
 
 
-def fused_linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch.Tensor | None:
-    """``layer(x)`` (then the exact erf GELU when ``gelu``) as one oneDNN call with the weight reordered once, or
+def fused_linear(x: torch.Tensor, layer: nn.Linear, activation: str = "none") -> torch.Tensor | None:
+    """``layer(x)`` (then ``activation``) as one oneDNN call with the weight reordered once, or
     None where that does not apply: not ``fast``, not CPU, autograd recording, tracing, compiling, or a dtype
     other than fp32 and bf16 autocast. The caller then runs the modules.
 
     Args:
         x: (..., in_features).
         layer: the weights (any ``nn.Linear``).
-        gelu: fuse ``F.gelu`` (approximate="none") into the kernel.
+        activation: "none", "gelu" (the exact erf ``F.gelu``) or "relu", fused into the kernel.
 
     Returns:
         (..., out_features), in bf16 under CPU bf16 autocast (as ``F.linear``); or None.
@@ -100,8 +100,8 @@ def fused_linear(x: torch.Tensor, layer: nn.Linear, gelu: bool = False) -> torch
     if dtype is None:
         return None
     w, b = _reordered(layer, dtype)
-    act, algo = ("gelu", "none") if gelu else ("none", "")
-    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), w, b, act, [], algo)
+    algorithm = "none" if activation == "gelu" else ""  # oneDNN's exact GELU
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), w, b, activation, [], algorithm)
 
 
 class OneDNNLinear(nn.Linear):

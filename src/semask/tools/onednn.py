@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from semask.backbones.swin import Mlp
+from semask.decoders.maskformer.pixel_decoder import EncoderLayer
 from semask.layers.conv import ConvBNReLU
 from semask.layers.onednn import OneDNNLinear, fused_conv_bn_relu, fused_linear
 
@@ -25,11 +26,24 @@ class OneDNNMlp(Mlp):
     """Swin's :class:`Mlp` with the exact GELU fused into ``fc1``'s oneDNN kernel, where that applies."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = fused_linear(x, self.fc1, gelu=True)
+        h = fused_linear(x, self.fc1, activation="gelu")
         return super().forward(x) if h is None else self.fc2(h)
 
 
-SWAPS: dict[type, type] = {nn.Linear: OneDNNLinear, ConvBNReLU: OneDNNConvBNReLU, Mlp: OneDNNMlp}
+class OneDNNEncoderLayer(EncoderLayer):
+    """The deformable encoder layer with the FFN's ReLU fused into ``linear1``'s oneDNN kernel, where that applies."""
+
+    def hidden(self, src: torch.Tensor) -> torch.Tensor:
+        h = fused_linear(src, self.linear1, activation="relu")
+        return super().hidden(src) if h is None else h
+
+
+SWAPS: dict[type, type] = {
+    nn.Linear: OneDNNLinear,
+    ConvBNReLU: OneDNNConvBNReLU,
+    Mlp: OneDNNMlp,
+    EncoderLayer: OneDNNEncoderLayer,
+}
 """Exact module class -> its oneDNN subclass (subclasses of these, e.g. MultiheadAttention's projection, stay)."""
 
 

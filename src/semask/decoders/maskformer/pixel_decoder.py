@@ -35,8 +35,12 @@ class EncoderLayer(nn.Module):
     ) -> torch.Tensor:
         """src, pos: (B, S, C); ref: (B, S, L, 2) -> (B, S, C)."""
         src = self.norm1(src + self.dropout(self.self_attn(src + pos, ref, src, shapes)))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        ffn = self.linear2(self.dropout(self.hidden(src)))
         return self.norm2(src + self.dropout(ffn))
+
+    def hidden(self, src: torch.Tensor) -> torch.Tensor:
+        """The FFN's hidden layer, ``relu(linear1(src))``: (B, S, C) -> (B, S, dim_feedforward)."""
+        return F.relu(self.linear1(src))
 
 
 class DeformEncoder(nn.Module):
