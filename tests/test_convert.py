@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import semask
 from semask.cli import main
 from semask.convert import convert_checkpoint, load_imagenet_backbone, read_checkpoint
 from semask.errors import CheckpointError, ConfigError
@@ -311,6 +312,51 @@ def test_corrupt_and_unsafe_files(small_model, tmp_path):
     torch.save({"meta": {"args": argparse.Namespace(lr=1)}, "state_dict": {}}, tmp_path / "u.pth")
     with pytest.raises(CheckpointError, match=r"argparse\.Namespace.*weights_only=False"):
         read_checkpoint(tmp_path / "u.pth")
+
+
+def detectron2_resnet_key(key: str) -> str:
+    """A torchvision-layout ``backbone.*`` key as detectron2 names it: the renaming of detectron2's
+    ``tools/convert-torchvision-to-d2.py`` (stem, res2..res5, convK.norm, shortcut)."""
+    k = key[len("backbone.") :]
+    if "layer" not in k:
+        k = "stem." + k
+    for t in (1, 2, 3, 4):
+        k = k.replace(f"layer{t}", f"res{t + 1}")
+    for t in (1, 2, 3):
+        k = k.replace(f"bn{t}", f"conv{t}.norm")
+    return "backbone." + k.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+
+
+@pytest.mark.parametrize("project", ["mask2former", "maskformer"])
+def test_original_resnet_model_zoo_pkl(tmp_path, project):
+    """The original Mask2Former / MaskFormer R-50 model zoo: detectron2's ResNet names, FrozenBN (no
+    num_batches_tracked), numpy arrays in a .pkl. Converts with --from {project}-d2 to resnet50_{m2f,maskformer}
+    with every tensor kept and the same outputs. A narrow ResNet-50 keeps the test small; the full-size
+    entrypoints have 44.0 M (Mask2Former) and 41.3 M (MaskFormer) parameters, the papers' 44 M and 41 M."""
+    short = "m2f" if project == "mask2former" else project
+    narrow = dict(stem_channels=16, base_channels=8, num_classes=5, hidden_dim=32, mask_dim=32, conv_dim=32)
+    narrow |= dict(dim_feedforward=64, num_queries=10) | (
+        {"enc_dim_feedforward": 64} if short == "m2f" else {}
+    )
+    torch.manual_seed(0)
+    ours = semask.create_model(f"resnet50_{short}", **narrow).eval()
+    state = {k: v for k, v in ours.state_dict().items() if not k.endswith("num_batches_tracked")}
+    d2 = {(detectron2_resnet_key(k) if k.startswith("backbone.") else k): v.numpy() for k, v in state.items()}
+    assert "backbone.res5.2.conv3.norm.running_var" in d2 and "backbone.stem.conv1.norm.weight" in d2
+    with open(tmp_path / "model_final.pkl", "wb") as f:
+        pickle.dump({"model": d2, "__author__": "FAIR", "matching_heuristics": True}, f)
+    dst = tmp_path / "r50.safetensors"
+    assert main(["convert", str(tmp_path / "model_final.pkl"), str(dst), "--from", f"{project}-d2"]) == 0
+    model = load_model(dst).eval()
+    assert model.cfg.arch == f"resnet50_{short}" and model.cfg.depths == (3, 4, 6, 3)
+    weights = model.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in state.items())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.predict_scores(x), ours.predict_scores(x))
+    assert sum(p.numel() for p in semask.create_model(f"resnet50_{short}").parameters()) == (
+        44_041_367 if short == "m2f" else 41_307_863
+    )
 
 
 class _Exploit:

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from semask.convert._rules import rename, unwrap_state_dict
+from semask.convert._rules import Rule, rename, unwrap_state_dict
 from semask.errors import CheckpointError
 from semask.models.base import ModelConfig, model_config_class
 from semask.weights.keys import compare_keys, meta_shapes
@@ -38,6 +38,29 @@ def infer_resnet_arch(sd: dict[str, torch.Tensor], prefix: str = "backbone.") ->
         stem_channels=sd[prefix + "conv1.weight"].shape[0],
         base_channels=sd[prefix + "layer1.0.conv1.weight"].shape[0],
     )
+
+
+D2_RESNET_RULES: list[Rule] = [
+    (r"^backbone\.stem\.conv1\.norm\.", "backbone.bn1."),
+    (r"^backbone\.stem\.", "backbone."),
+    (r"^backbone\.res([2-5])\.", lambda m: f"backbone.layer{int(m[1]) - 1}."),
+    (r"^(backbone\.layer\d\.\d+)\.shortcut\.norm\.", r"\1.downsample.1."),
+    (r"^(backbone\.layer\d\.\d+)\.shortcut\.", r"\1.downsample.0."),
+    (r"^(backbone\.layer\d\.\d+)\.conv([1-3])\.norm\.", r"\1.bn\2."),
+]
+"""detectron2 ``ResNet`` (``build_resnet_backbone``: ``stem.conv1``, ``res2``..``res5``, ``convK.norm``,
+``shortcut``) -> torchvision layout, the inverse of detectron2's ``tools/convert-torchvision-to-d2.py``."""
+
+
+def from_detectron2(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detectron2 model whose backbone is a ResNet (``backbone.stem.conv1.weight``) with the backbone keys in
+    torchvision layout (:data:`D2_RESNET_RULES`); other keys unchanged. detectron2's ``FrozenBN`` (its default
+    ResNet norm, e.g. the Mask2Former / MaskFormer R-50 model zoo) stores no ``num_batches_tracked``: a zero
+    counter is added (unused: the backbone's BatchNorms run in eval mode, ``norm_eval``)."""
+    sd = rename(sd, D2_RESNET_RULES)
+    for key in [k for k in sd if _BACKBONE.match(k) and k.endswith(".running_var")]:
+        sd.setdefault(key.replace(".running_var", ".num_batches_tracked"), torch.zeros((), dtype=torch.int64))
+    return sd
 
 
 def convert_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,6 +9,10 @@ not at all (v1 ``sem_seg_head.X``), and check and drop the ``relative_position_i
 read from the shapes; the semantic layout (identical keys for windowed and global blocks), the semantic window and
 the head count are not in the weights: they follow the per-project rules (SPEC A7) unless given.
 
+The original Mask2Former / MaskFormer model zoo (no semantic layers; ``--from mask2former-d2`` /
+``maskformer-d2``) is read the same way: plain Swin, or detectron2's ResNet-50/101 (``backbone.stem``,
+``res2``..``res5``) renamed to the torchvision layout of :mod:`semask.backbones.resnet`.
+
 One converter per project (``semask-{m2f,maskformer,fapn,msfapn}-d2``): the project is recognised from the keys,
 and a checkpoint given to another project's converter is refused, naming the right one. FaPN checkpoints hold
 each shared GroupNorm (``align_k.offset.norm`` IS ``layer_k.norm``) under both keys, as our model does: the two
@@ -22,6 +26,7 @@ from dataclasses import replace
 
 import torch
 
+from semask.backbones.resnet import RESNET_DEPTHS
 from semask.convert._rules import (
     Rule,
     check_requested,
@@ -29,6 +34,7 @@ from semask.convert._rules import (
     rename,
     unwrap_state_dict,
 )
+from semask.convert.resnet import from_detectron2, infer_resnet_arch
 from semask.convert.swin_official import infer_swin_arch
 from semask.decoders.maskformer.head import MASKFORMER_HEAD
 from semask.errors import CheckpointError
@@ -51,6 +57,7 @@ _RULES: list[Rule] = [
     (r"^sem_seg_head\.(?!predictor\.|pixel_decoder\.)", "sem_seg_head.pixel_decoder."),
 ]
 _PD, _PR = "sem_seg_head.pixel_decoder.", "sem_seg_head.predictor."
+_D2_RESNET = "backbone.stem.conv1.weight"
 _PRIOR_Q = "backbone.layers.0.semantic_layer.class_injection.0.mlp_cls_q.weight"
 _MF_FFN = _PR + "transformer.decoder.layers.0.linear1.weight"
 _M2F_FFN = _PR + "transformer_ffn_layers.0.linear1.weight"
@@ -135,7 +142,8 @@ def infer_config(
             raise CheckpointError(f"not a SeMask {decoder} detectron2 checkpoint: it has no {key!r}")
         return sd[key].shape
 
-    arch = infer_swin_arch(sd, "backbone.")
+    resnet = "backbone.conv1.weight" in sd  # renamed by convert_d2 from detectron2's ResNet
+    arch = infer_resnet_arch(sd) if resnet else infer_swin_arch(sd, "backbone.")
     num_classes = shape(_PR + "class_embed.weight")[0] - 1
     num_queries, hidden_dim = shape(_PR + "query_embed.weight")
     mask_dim, conv_dim = shape(_PD + "mask_features.weight")[:2]
@@ -147,8 +155,14 @@ def infer_config(
         conv_dim=conv_dim,
     )
     registered = DECODERS[decoder][0]
-    arch_name = f"semask_swin_{'m2f' if registered == 'mask2former' else registered}"
-    cfg = model_config_class("swin", registered)(**arch, **head, weight_init="d2", arch=arch_name)
+    short = "m2f" if registered == "mask2former" else registered
+    if resnet:  # the original Mask2Former / MaskFormer R-50/R-101 model zoo: no semantic layers
+        depth = {v: k for k, v in RESNET_DEPTHS.items()}.get(arch["depths"], 50)
+        cfg = model_config_class("resnet", registered)(**arch, **head, arch=f"resnet{depth}_{short}")
+    else:
+        cfg = model_config_class("swin", registered)(
+            **arch, **head, weight_init="d2", arch=f"semask_swin_{short}"
+        )
     if decoder == "maskformer":
         layers = _count(sd, _PR + "transformer.decoder.layers.")
         cfg = replace(cfg, **(MASKFORMER_HEAD | dict(dim_feedforward=shape(_MF_FFN)[0], dec_layers=layers)))
@@ -171,8 +185,10 @@ def infer_config(
             enc_dim_feedforward=shape(enc + "0.linear1.weight")[0],
             enc_n_points=points,
         )
+    if resnet:
+        return cfg
     if _PRIOR_Q not in sd:  # no semantic layers: the original Mask2Former / MaskFormer model zoo
-        plain = PLAIN_ARCH.get(registered, arch_name)
+        plain = PLAIN_ARCH.get(registered, cfg.arch)
         return replace(cfg, arch=plain, semantic_attention=None, sem_window_size=arch["window_size"])
     if shape(_PRIOR_Q)[0] != num_classes:
         raise CheckpointError(
@@ -218,10 +234,17 @@ def convert_d2(
             differ.
     """
     sd = rename(unwrap_state_dict(ckpt), _RULES)
+    resnet = _D2_RESNET in sd
+    if resnet:
+        if semantic_attention is not None or window_size is not None or sem_window_size is not None:
+            raise CheckpointError("a ResNet checkpoint has no semantic layers and no window")
+        sd = from_detectron2(sd)
     cfg = infer_config(sd, decoder, semantic_attention, sem_window_size)
     check_shared_norms(sd)
-    check_requested(cfg, num_classes=num_classes, window_size=window_size)
-    pop_relative_position_index(sd, cfg.window_size)
+    check_requested(cfg, num_classes=num_classes)
+    if not resnet:
+        check_requested(cfg, window_size=window_size)
+        pop_relative_position_index(sd, cfg.window_size)
     report = compare_keys(sd, meta_shapes(cfg), required=lambda key: key != "criterion.empty_weight")
     report.raise_if_bad(f"{SOURCE_NAME[decoder]} checkpoint")
     return cfg, sd

@@ -1,5 +1,6 @@
-"""The MMSegmentation 1.x MaskFormer models (ResNet-50/101-D32, Swin-T/S; mmseg MaskFormer model zoo) and the
-ResNet Semantic-FPN models, as explicit registry entrypoints.
+"""The MMSegmentation 1.x MaskFormer models (ResNet-50/101-D32, Swin-T/S; mmseg MaskFormer model zoo), the
+ResNet Semantic-FPN models and the original detectron2 Mask2Former / MaskFormer ResNet models, as explicit
+registry entrypoints.
 
 They are built from the same parts as the SeMask models: the ``resnet`` and ``swin`` backbones and the
 ``mmseg_maskformer`` / ``semantic_fpn`` decoders. The Swin rows use plain Swin (no semantic layers) with the
@@ -12,6 +13,7 @@ from typing import Any
 from semask.backbones import resnet  # noqa: F401  (registers the resnet backbone)
 from semask.backbones.resnet import RESNET_DEPTHS
 from semask.decoders import semantic_fpn  # noqa: F401  (registers its decoder)
+from semask.decoders.maskformer.head import MASKFORMER_HEAD
 from semask.decoders.mmseg_maskformer import head  # noqa: F401  (registers its decoder)
 from semask.models.segmenter import Segmenter, compose
 from semask.models.zoo.swin import SWIN
@@ -75,3 +77,29 @@ def resnet50_fpn(**fields) -> Segmenter:
 def resnet101_fpn(**fields) -> Segmenter:
     """ResNet-101 Semantic-FPN."""
     return make_resnet("resnet101_fpn", 101, "semantic_fpn", fields)
+
+
+@register_model
+def resnet50_m2f(**fields) -> Segmenter:
+    """ResNet-50 Mask2Former (the original detectron2 model zoo, ``maskformer2_R50_bs16_160k``; converted with
+    ``--from mask2former-d2``)."""
+    return make_resnet("resnet50_m2f", 50, "mask2former", fields)
+
+
+@register_model
+def resnet101_m2f(**fields) -> Segmenter:
+    """ResNet-101 Mask2Former (detectron2 model zoo, ``maskformer2_R101_bs16_160k``)."""
+    return make_resnet("resnet101_m2f", 101, "mask2former", fields)
+
+
+@register_model
+def resnet50_maskformer(**fields) -> Segmenter:
+    """ResNet-50 MaskFormer (the original detectron2 model zoo, ``maskformer_R50_bs16_160k``; converted with
+    ``--from maskformer-d2``)."""
+    return make_resnet("resnet50_maskformer", 50, "maskformer", MASKFORMER_HEAD | fields)
+
+
+@register_model
+def resnet101_maskformer(**fields) -> Segmenter:
+    """ResNet-101 MaskFormer (detectron2 model zoo, ``maskformer_R101_bs16_160k``)."""
+    return make_resnet("resnet101_maskformer", 101, "maskformer", MASKFORMER_HEAD | fields)
