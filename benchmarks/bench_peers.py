@@ -11,7 +11,8 @@ For each model, first the outputs of both libraries are asserted equal (eval mod
 and mask logits, or SegFormer logits, within ``--atol``). Then, interleaved round-robin in one process (drift
 hits both alike): whole-image inference forward passes at 512x512, batch 1 and 8 (``torch.inference_mode``), and a
 training step (forward, the library's own training loss on the same random label maps, backward) at 384x384,
-batch 2; fp32, and bf16 autocast too where the CPU has native bf16 (:func:`semask.hardware.native_bf16`). Peak
+batch 2; semask as its inference commands run it (oneDNN module swap), transformers' MaskFormer with its
+auxiliary losses in training steps (deep supervision, as semask); fp32, and bf16 autocast too where the CPU has native bf16 (:func:`semask.hardware.native_bf16`). Peak
 memory (fp32): the RSS growth of the first step in a fresh process, after building the models and inputs (Linux
 high-water mark). The table shows median seconds
 per step and the speed ratio transformers / semask (> 1: semask is faster).
