@@ -276,3 +276,20 @@ def test_fast_mask2former_inference_matches_reference():
     layer = model.sem_seg_head.pixel_decoder.transformer.encoder.layers[0]
     assert type(layer).__name__ == "OneDNNEncoderLayer"
     assert (layer.linear1 in onednn._CACHE) == hardware.onednn_runs(torch.float32)
+
+
+def test_fast_segformer_head_trains_as_the_reference():
+    """The SegFormer head fused per stage (``fast``: no 4E concat, in-place sums, BatchNorm on batch statistics in
+    training) gives the reference head's logits and gradients within 1e-4."""
+    model = semask.create_model("segformer_mit_b0", num_classes=5, drop_path_rate=0.0, dropout=0.0).train()
+    x, label = torch.randn(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
+    results = {}
+    for impl in IMPLS:
+        model.zero_grad()
+        with use_impl(impl):
+            out = model(x)
+            semask_fpn_loss(out.logits, None, label)["loss_ce"].backward()
+        results[impl] = (out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    (logits, grads), (ref_logits, ref_grads) = results["fast"], results["reference"]
+    assert _rel(logits, ref_logits) <= 1e-4
+    assert not {n: _rel(g, ref_grads[n]) for n, g in grads.items() if not _rel(g, ref_grads[n]) <= 1e-4}

@@ -101,7 +101,9 @@ class SegFormerHead(Decoder):
             part = weight[:, (4 - i) * e : (5 - i) * e]  # (E, E)
             w, b = part @ proj.weight, part @ proj.bias + (bias if i == 1 else 0)  # (E, C_i), (E,)
             y = F.linear(x.permute(0, 2, 3, 1), w, b).permute(0, 3, 1, 2)  # (B, E, h_i, w_i), channels-last
-            fused = y if fused is None else fused + resize_to(y, features[0].shape[2:])
+            fused = (
+                y if fused is None else fused.add_(resize_to(y, features[0].shape[2:]))
+            )  # in place: no new map
         return self.linear_fuse.activate(fused if not bn.training else bn(fused))
 
     def dense(self, outputs: SegOutput, image_size: tuple[int, int]) -> torch.Tensor:
