@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from _ddp_worker import FIELDS, one_step
 from test_train import SAMPLE, TINY
 
+from semask.engine.distributed import is_collective_error
 from semask.weights import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,6 +207,25 @@ def test_a_dead_or_hung_process_makes_the_other_stop_with_an_error(tmp_path, how
     held = int(lines[0].rsplit("holds iteration ", 1)[1])
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] >= held >= 1  # readable, a finished iteration
     assert not list(tmp_path.glob(".*.tmp")) or victim == 0  # a killed writer may leave a temp file
+
+
+def test_the_backends_link_errors_are_recognised():
+    """What gloo says when a peer is gone, wherever it surfaces (DDP's buffer broadcast says only "Application
+    timeout caused pair closure"), makes a LostContact; other errors, or any without a process group, do not."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        for said in (
+            "Application timeout caused pair closure",
+            "[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 8000ms for recv",
+            "Connection reset by peer",
+        ):
+            assert is_collective_error(RuntimeError(said)), said
+        assert not is_collective_error(
+            RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)")
+        )
+    finally:
+        dist.destroy_process_group()
+    assert not is_collective_error(RuntimeError("Connection reset by peer"))
 
 
 # ------------------------------------------------------------------- 5. two "nodes" on one machine

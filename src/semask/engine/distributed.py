@@ -8,6 +8,7 @@ collective timeout (``init_distributed(timeout_s)``, ``semask train --dist-timeo
 """
 
 import os
+import re
 import signal
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -88,9 +89,17 @@ def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
     return values / dist.get_world_size()
 
 
+_LINK_ERROR = re.compile(
+    r"gloo|nccl|pair closure|connection (?:reset|closed|refused)|timed out|timeout|broken pipe|socket", re.I
+)
+"""What the backends say when a peer is gone, e.g. gloo's "Timed out waiting 8000ms for recv operation" or
+"Application timeout caused pair closure" (the latter raised by DDP's buffer broadcast, with no "gloo" in it)."""
+
+
 def is_collective_error(err: BaseException) -> bool:
-    """Whether ``err`` is a failed collective (a peer died, or the collective timeout passed)."""
-    return isinstance(err, dist.DistError) or "gloo" in str(err) or "NCCL" in str(err)
+    """Whether ``err``, raised in a multi-process run, is a failed collective (a peer died, or the collective
+    timeout passed): a ``DistError`` or a RuntimeError whose message is one of the backends' link errors."""
+    return dist.is_initialized() and (isinstance(err, dist.DistError) or bool(_LINK_ERROR.search(str(err))))
 
 
 class StopFlag:
