@@ -57,7 +57,6 @@ _RULES: list[Rule] = [
     (r"^sem_seg_head\.(?!predictor\.|pixel_decoder\.)", "sem_seg_head.pixel_decoder."),
 ]
 _PD, _PR = "sem_seg_head.pixel_decoder.", "sem_seg_head.predictor."
-_D2_RESNET = "backbone.stem.conv1.weight"
 _PRIOR_Q = "backbone.layers.0.semantic_layer.class_injection.0.mlp_cls_q.weight"
 _MF_FFN = _PR + "transformer.decoder.layers.0.linear1.weight"
 _M2F_FFN = _PR + "transformer_ffn_layers.0.linear1.weight"
@@ -74,6 +73,11 @@ def _count(sd: dict[str, torch.Tensor], prefix: str) -> int:
     """Number of indexed submodules ``prefix{i}.`` (max index + 1, 0 if none)."""
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
     return 1 + max((int(m[1]) for k in sd if (m := pattern.match(k))), default=-1)
+
+
+def _is_resnet(sd: dict[str, torch.Tensor]) -> bool:
+    """Whether the (renamed) state dict holds a ResNet backbone (torchvision layout, see :func:`from_detectron2`)."""
+    return "backbone.conv1.weight" in sd
 
 
 def detect_decoder(sd: dict[str, torch.Tensor]) -> str | None:
@@ -142,7 +146,7 @@ def infer_config(
             raise CheckpointError(f"not a SeMask {decoder} detectron2 checkpoint: it has no {key!r}")
         return sd[key].shape
 
-    resnet = "backbone.conv1.weight" in sd  # renamed by convert_d2 from detectron2's ResNet
+    resnet = _is_resnet(sd)
     arch = infer_resnet_arch(sd) if resnet else infer_swin_arch(sd, "backbone.")
     num_classes = shape(_PR + "class_embed.weight")[0] - 1
     num_queries, hidden_dim = shape(_PR + "query_embed.weight")
@@ -233,12 +237,10 @@ def convert_d2(
             not fit (every unmapped, missing and mismatched key is listed), a FaPN shared GroupNorm whose two keys
             differ.
     """
-    sd = rename(unwrap_state_dict(ckpt), _RULES)
-    resnet = _D2_RESNET in sd
-    if resnet:
-        if semantic_attention is not None or window_size is not None or sem_window_size is not None:
-            raise CheckpointError("a ResNet checkpoint has no semantic layers and no window")
-        sd = from_detectron2(sd)
+    sd = from_detectron2(rename(unwrap_state_dict(ckpt), _RULES))
+    resnet = _is_resnet(sd)
+    if resnet and (semantic_attention is not None or window_size is not None or sem_window_size is not None):
+        raise CheckpointError("a ResNet checkpoint has no semantic layers and no window")
     cfg = infer_config(sd, decoder, semantic_attention, sem_window_size)
     check_shared_norms(sd)
     check_requested(cfg, num_classes=num_classes)
