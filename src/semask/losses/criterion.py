@@ -11,6 +11,7 @@ from torch import nn
 
 from semask.decoders.maskformer.common import MaskPrediction, MaskSegOutput, PredictorOutput
 from semask.losses.base import LossSettings, refuse_pixel_options
+from semask.losses.mask_losses import mask_losses
 from semask.losses.matcher import HungarianMatcher, Target
 from semask.losses.points import PointSampler, point_sample
 
@@ -32,30 +33,6 @@ def build_targets(labels: torch.Tensor, ignore_index: int = 255) -> list[Target]
         classes = classes[classes != ignore_index]
         targets.append(Target(classes.long(), (seg[None] == classes[:, None, None]).float()))
     return targets
-
-
-def sigmoid_ce_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
-    """Mean BCE-with-logits per mask, summed, / num_masks: (N, P), (N, P) -> ()."""
-    return F.binary_cross_entropy_with_logits(inputs, targets, reduction="none").mean(1).sum() / num_masks
-
-
-def sigmoid_focal_loss(
-    inputs: torch.Tensor, targets: torch.Tensor, num_masks: float, alpha: float = 0.25, gamma: float = 2.0
-) -> torch.Tensor:
-    """Mean sigmoid focal loss per mask, summed, / num_masks (MaskFormer v1): (N, P), (N, P) -> ()."""
-    prob = inputs.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
-    return (alpha_t * (ce * (1 - p_t) ** gamma)).mean(1).sum() / num_masks
-
-
-def dice_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
-    """1 - (2|X.Y| + 1) / (|X| + |Y| + 1) per mask, summed, / num_masks: (N, P) logits, (N, P) -> ()."""
-    inputs = inputs.sigmoid().flatten(1)
-    numerator = 2 * (inputs * targets).sum(-1)
-    denominator = inputs.sum(-1) + targets.sum(-1)
-    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
 
 
 def _num_masks(targets: list[Target], device: torch.device) -> float:
@@ -131,14 +108,14 @@ class SetCriterion(nn.Module):
         if self.num_points is None:  # MaskFormer v1: dense, predictions upsampled to the target size
             src = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)
             src, tgt = src.flatten(1), tgt.flatten(1)  # (N, Hp*Wp)
-            return sigmoid_focal_loss(src, tgt, num_masks), dice_loss(src, tgt, num_masks)
+            return mask_losses(src, tgt, num_masks, focal=True)
         with torch.no_grad():
             coords = sampler.loss_coords(
                 layer, src[:, None], self.num_points, self.oversample, self.importance
             )
         labels = point_sample(tgt[:, None], coords)[:, 0]  # (N, P)
         logits = point_sample(src[:, None], coords)[:, 0]
-        return sigmoid_ce_loss(logits, labels, num_masks), dice_loss(logits, labels, num_masks)
+        return mask_losses(logits, labels, num_masks, focal=False)
 
     def forward(
         self,

@@ -5,22 +5,13 @@ Official source: ``SeMask-FPN/mmseg/models/decode_heads/branch_fpn_head.py`` (``
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from semask.data.meta import IGNORE_INDEX
 from semask.decoders.base import SegOutput
 from semask.errors import ConfigError
 from semask.losses.base import LossSettings
-
-
-def _pixel_ce(
-    logits: torch.Tensor, label: torch.Tensor, ignore_index: int, class_weight: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(B, K, H, W) logits resized to the label, (B, H, W) label -> (B, H, W) per-pixel CE (ignored = 0), each
-    pixel times ``class_weight[label]`` when given (mmseg ``CrossEntropyLoss(class_weight=...)``)."""
-    logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, label, weight=class_weight, ignore_index=ignore_index, reduction="none")
+from semask.losses.pixel_ce import upsampled_pixel_ce
 
 
 def ohem_weight(
@@ -70,15 +61,16 @@ def semask_fpn_loss(
         ``loss_ce``, ``loss_cate`` (already times ``cate_weight``; absent without priors), ``acc_seg`` (percent of
         all pixels predicted right; ignored pixels count as wrong, as mmseg 0.11's ``accuracy``).
     """
-    seg_ce = _pixel_ce(seg_logits, label, ignore_index, class_weight)  # (B, H, W)
+    # (B, H, W) per-pixel CE and the (B, K, H, W) upsampled logits
+    seg_ce, seg_up = upsampled_pixel_ce(seg_logits, label, ignore_index, class_weight)
     if ohem_min_kept is not None:
         seg_ce = seg_ce * ohem_weight(seg_ce, label, ohem_min_kept, ignore_index)
     out = {"loss_ce": seg_ce.mean()}
     if prior_logits is not None:
-        out["loss_cate"] = cate_weight * _pixel_ce(prior_logits, label, ignore_index, class_weight).mean()
-    with torch.no_grad():
-        pred = F.interpolate(seg_logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
-        out["acc_seg"] = (pred.argmax(1) == label).float().mean() * 100
+        prior_ce = upsampled_pixel_ce(prior_logits, label, ignore_index, class_weight)[0]
+        out["loss_cate"] = cate_weight * prior_ce.mean()
+    with torch.no_grad():  # max().indices: argmax's first-maximum rule, faster on CPU
+        out["acc_seg"] = (seg_up.max(1).indices == label).float().mean() * 100
     return out
 
 

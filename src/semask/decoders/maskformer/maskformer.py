@@ -14,6 +14,7 @@ from torch import nn
 from semask.decoders.maskformer.common import (
     MLP,
     Conv2dNorm,
+    MaskPrediction,
     PixelDecoderOutput,
     PredictorOutput,
     c2_xavier_fill,
@@ -160,9 +161,15 @@ class TransformerPredictor(nn.Module):
             :class:`PredictorOutput`: last layer's prediction and the earlier layers' as aux outputs.
         """
         outs = self.transformer(self.input_proj(features[0]), self.query_embed.weight)
-        norm = self.transformer.decoder.norm
+        # every layer's queries in one prediction, as the official einsum "lbqc,bchw->lbqhw": one product and one
+        # mask-feature gradient instead of one per layer
+        queries = torch.cat([o.transpose(0, 1) for o in outs], 1)  # (B, L*Q, C)
+        pred = predict_masks(
+            queries, mask_features, self.transformer.decoder.norm, self.class_embed, self.mask_embed
+        )
+        q = outs[0].shape[0]
         preds = [
-            predict_masks(o.transpose(0, 1), mask_features, norm, self.class_embed, self.mask_embed)
-            for o in outs
+            MaskPrediction(*p)
+            for p in zip(pred.pred_logits.split(q, 1), pred.pred_masks.split(q, 1), strict=True)
         ]
         return PredictorOutput(preds[-1].pred_logits, preds[-1].pred_masks, preds[:-1], [])
