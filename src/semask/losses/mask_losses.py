@@ -43,7 +43,9 @@ def dice_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> 
     return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
 
 
-def _focal_factors(prob: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _focal_factors(
+    prob: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(1 - p_t, 1 - 2t, alpha_t) of the focal loss, elementwise: 1 - p_t = p (1 - 2t) + t."""
     sign = targets.mul(-2.0).add_(1.0)
     one_minus_pt = prob.mul(sign).add_(targets)
