@@ -256,6 +256,7 @@ def main() -> None:
         "--compile", action="store_true", help="add torch.compile variants (minutes of compiling per size)"
     )
     args = p.parse_args()
+    hardware.keep_freed_memory()  # as the semask commands
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the memory subprocesses

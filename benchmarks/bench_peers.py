@@ -14,7 +14,9 @@ training step (forward, the library's own training loss on the same random label
 batch 2; semask as its inference commands run it (oneDNN module swap), transformers' MaskFormer with its
 auxiliary losses in training steps (deep supervision, as semask); fp32, and bf16 autocast too where the CPU has native bf16 (:func:`semask.hardware.native_bf16`). Peak
 memory (fp32): the RSS growth of the first step in a fresh process, after building the models and inputs (Linux
-high-water mark). The table shows median seconds
+high-water mark). Both libraries run in processes where glibc keeps freed memory, as in the semask commands
+(:func:`semask.hardware.keep_freed_memory`; without it the step times depend on the heap's history, +-20%).
+The table shows median seconds
 per step and the speed ratio transformers / semask (> 1: semask is faster).
 
 SegFormer: transformers' LayerNorms use eps 1e-5 where the official model uses 1e-6 in the blocks; for the equal
@@ -159,6 +161,7 @@ def _steps(hf, ours, task: str, size: int, batch: int, amp: bool) -> dict:
 
 
 def _child_peak_mb(name: str, lib: str, task: str, size: int, batch: int, amp: bool, threads: int) -> float:
+    hardware.keep_freed_memory()
     torch.set_num_threads(threads)
     step = _steps(*build_pair(name), task, size, batch, amp)[lib]
     base = current_rss_mb()
@@ -218,6 +221,7 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory measurements")
     p.add_argument("--json", default="bench_peers.json", help="written after every measured row")
     args = p.parse_args()
+    keeps_freed = hardware.keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     size, train_size, batches = (256, 256, (1, 2)) if args.quick else (512, 384, (1, 8))
@@ -231,6 +235,7 @@ def main() -> None:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "quick": args.quick,
+        "malloc_keeps_freed_memory": keeps_freed,
     }
     with open("/proc/cpuinfo") as f:
         env["cpu"] = next(

@@ -6,6 +6,7 @@
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import warnings
@@ -147,3 +148,31 @@ def test_bench_records_the_cpu(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["cpu"] == hardware.cpu_capability() and result["amp_requested"] == "auto"
     assert result["amp"] == hardware.amp_decision("auto", "cpu")[0]
+
+
+def _glibc_version() -> tuple[int, ...]:
+    name, version = platform.libc_ver()
+    return tuple(int(v) for v in version.split(".")) if name == "glibc" else ()
+
+
+@pytest.mark.skipif(_glibc_version() < (2, 33), reason="glibc's mallopt and mallinfo2 (glibc >= 2.33) only")
+def test_keep_freed_memory_serves_large_tensors_from_the_heap():
+    """After keep_freed_memory(), a 64 MiB tensor is no longer an mmap'd block (mallinfo2's hblkhd), so freeing and
+    allocating it again reuses the same pages instead of faulting in fresh ones (run in a fresh process)."""
+    script = """
+import ctypes, torch
+from semask.hardware import keep_freed_memory
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks "
+                                               "fordblks keepcost").split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+def mapped_mib():
+    x = torch.empty(64 << 20, dtype=torch.uint8)
+    return libc.mallinfo2().hblkhd >> 20
+before = mapped_mib()
+print(before, keep_freed_memory(), mapped_mib())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    before, kept, after = out.split()
+    assert int(before) >= 64 and kept == "True" and int(after) < 64, out

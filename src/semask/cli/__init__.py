@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     training, which first saves a checkpoint) prints one ``interrupted: ...`` line and returns 130. ``--debug``
     shows the traceback instead.
     """
+    from semask.hardware import keep_freed_memory
+
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # training steps reuse their large temporaries' pages instead of faulting in new ones
     try:
         with warnings.catch_warnings():  # restores showwarning on exit
             warnings.showwarning = _show_warning
