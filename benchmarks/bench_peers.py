@@ -15,7 +15,8 @@ batch 2; semask as its inference commands run it (oneDNN module swap), transform
 auxiliary losses in training steps (deep supervision, as semask); fp32, and bf16 autocast too where the CPU has native bf16 (:func:`semask.hardware.native_bf16`). Peak
 memory (fp32): the RSS growth of the first step in a fresh process, after building the models and inputs (Linux
 high-water mark). Both libraries run in processes where glibc keeps freed memory, as in the semask commands
-(:func:`semask.hardware.keep_freed_memory`; without it the step times depend on the heap's history, +-20%).
+(:func:`semask.hardware.keep_freed_memory`; without it the step times depend on the heap's history, +-20%;
+``--default-malloc`` leaves glibc's defaults, as a plain transformers script runs).
 The table shows median seconds
 per step and the speed ratio transformers / semask (> 1: semask is faster).
 
@@ -160,8 +161,11 @@ def _steps(hf, ours, task: str, size: int, batch: int, amp: bool) -> dict:
     return forward_steps(hf, ours, images, amp)
 
 
-def _child_peak_mb(name: str, lib: str, task: str, size: int, batch: int, amp: bool, threads: int) -> float:
-    hardware.keep_freed_memory()
+def _child_peak_mb(
+    name: str, lib: str, task: str, size: int, batch: int, amp: bool, threads: int, keep_freed: bool
+) -> float:
+    if keep_freed:
+        hardware.keep_freed_memory()
     torch.set_num_threads(threads)
     step = _steps(*build_pair(name), task, size, batch, amp)[lib]
     base = current_rss_mb()
@@ -170,12 +174,16 @@ def _child_peak_mb(name: str, lib: str, task: str, size: int, batch: int, amp: b
     return peak_rss_mb() - base
 
 
-def peak_memory(name: str, task: str, size: int, batch: int, amp: bool, threads: int) -> dict[str, float]:
+def peak_memory(
+    name: str, task: str, size: int, batch: int, amp: bool, threads: int, keep_freed: bool
+) -> dict[str, float]:
     """Per library: the RSS growth (MiB) of the first step in a fresh process (models and inputs built first)."""
     out = {}
     for lib in ("transformers", "semask"):
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            out[lib] = pool.submit(_child_peak_mb, name, lib, task, size, batch, amp, threads).result()
+            out[lib] = pool.submit(
+                _child_peak_mb, name, lib, task, size, batch, amp, threads, keep_freed
+            ).result()
     return out
 
 
@@ -220,8 +228,13 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory measurements")
     p.add_argument("--json", default="bench_peers.json", help="written after every measured row")
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's allocator as it is (as in a plain transformers script) instead of keeping freed memory",
+    )
     args = p.parse_args()
-    keeps_freed = hardware.keep_freed_memory()
+    keeps_freed = not args.default_malloc and hardware.keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     size, train_size, batches = (256, 256, (1, 2)) if args.quick else (512, 384, (1, 8))
@@ -254,7 +267,7 @@ def main() -> None:
             for name, (hf, ours) in pairs.items():
                 amp = dtype == "bf16"
                 memory = not (amp or args.no_memory)
-                peak = peak_memory(name, task, px, batch, amp, args.threads) if memory else None
+                peak = peak_memory(name, task, px, batch, amp, args.threads, keeps_freed) if memory else None
                 label = f"{'train step' if task == 'train' else task} {px}x{px} b{batch}"
                 row = {"model": name, "task": label, "dtype": dtype, "max_abs_diff": diffs[name]}
                 rows.append(row | measure(_steps(hf, ours, task, px, batch, amp), warmup, reps, peak))
