@@ -114,8 +114,11 @@ class DeformTransformer(nn.Module):
         )  # (B, S, C)
         out = self.encoder(src, lvl_pos, shapes)
         chunks = out.split([h * w for h, w in shapes], dim=1)
+        # channels-last copies: the views' batch stride is that of the whole token sequence, which PyTorch's
+        # memory-format test reads (even for one image), so kernels took them as neither layout (an upsampling of
+        # the stride-8 level and its sum with the stride-4 one: 22 ms -> 2 ms at 512x512)
         return [
-            z.transpose(1, 2).reshape(out.shape[0], -1, h, w)
+            z.transpose(1, 2).reshape(out.shape[0], -1, h, w).clone(memory_format=torch.channels_last)
             for z, (h, w) in zip(chunks, shapes, strict=True)
         ]
 
