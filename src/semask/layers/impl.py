@@ -7,9 +7,12 @@ that exports to ONNX.
 ``scaled_dot_product_attention`` for the Swin window attention where it is faster, query chunking for the
 global semantic attention (memory linear in the number of pixels), channels-last decoder features (views of the
 NHWC tokens), one x2 upsampling for the summed stride-8/16/32 FPN heads, and at inference oneDNN linear/conv
-kernels (:mod:`semask.layers.onednn`). Only kernel functions read the choice, at call time, so it can be switched
-on a built model; it never changes what is computed (the prior decoder is skipped at inference by an explicit
-argument, ``Segmenter.forward(priors=False)``). The setting is process-wide (not per thread).
+kernels (:mod:`semask.layers.onednn`), fused training losses (:mod:`semask.losses.pixel_ce`,
+:mod:`semask.losses.mask_losses`), and a shift-mask fill of -1e4 for the official -100 (no denormal attention
+weights, see :mod:`semask.layers.window_attention`). Only kernel functions read the choice, at call time, so it can
+be switched on a built model; it computes the official values to float precision (the prior decoder is skipped at
+inference by an explicit argument, ``Segmenter.forward(priors=False)``). The setting is process-wide (not per
+thread).
 """
 
 import contextlib
