@@ -54,9 +54,10 @@ D2_RESNET_RULES: list[Rule] = [
 
 def from_detectron2(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A detectron2 model whose backbone is a ResNet (``backbone.stem.conv1.weight``) with the backbone keys in
-    torchvision layout (:data:`D2_RESNET_RULES`); other keys, and state dicts of other backbones, unchanged. detectron2's ``FrozenBN`` (its default
-    ResNet norm, e.g. the Mask2Former / MaskFormer R-50 model zoo) stores no ``num_batches_tracked``: a zero
-    counter is added (unused: the backbone's BatchNorms run in eval mode, ``norm_eval``)."""
+    torchvision layout (:data:`D2_RESNET_RULES`); other keys, and state dicts of other backbones, unchanged.
+    detectron2's ``FrozenBN`` (its default ResNet norm, e.g. the Mask2Former / MaskFormer R-50 model zoo) stores
+    no ``num_batches_tracked``: a zero counter is added (unused: the backbone's BatchNorms run in eval mode,
+    ``norm_eval``)."""
     sd = rename(sd, D2_RESNET_RULES)
     for key in [k for k in sd if _BACKBONE.match(k) and k.endswith(".running_var")]:
         sd.setdefault(key.replace(".running_var", ".num_batches_tracked"), torch.zeros((), dtype=torch.int64))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from semask.layers.impl import get_impl
+from semask.losses.mask_losses import FOCAL_ALPHA, FOCAL_GAMMA
 from semask.losses.points import PointSampler, point_sample
 
 
@@ -35,7 +36,7 @@ def batch_sigmoid_ce_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.
 
 
 def batch_sigmoid_focal_cost(
-    inputs: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+    inputs: torch.Tensor, targets: torch.Tensor, alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA
 ) -> torch.Tensor:
     """Pairwise mean sigmoid focal loss (MaskFormer v1): (N, P) logits, (M, P) targets -> (N, M)."""
     prob = inputs.sigmoid()
@@ -61,8 +62,8 @@ def batch_mask_cost(inputs: torch.Tensor, targets: torch.Tensor, focal: bool) ->
     neg = inputs - log_prob
     if focal:
         prob = inputs.sigmoid()
-        pos = (1 - prob).pow_(2.0).mul_(log_prob).mul_(-0.25)
-        neg = prob.pow_(2.0).mul_(neg).mul_(0.75)
+        pos = (1 - prob).pow_(FOCAL_GAMMA).mul_(log_prob).mul_(-FOCAL_ALPHA)
+        neg = prob.pow_(FOCAL_GAMMA).mul_(neg).mul_(1 - FOCAL_ALPHA)
         diff = pos.sub_(neg)
     else:
         diff = inputs.neg()

@@ -20,12 +20,17 @@ import torch
 import torch.nn.functional as F
 
 from semask.losses.criterion import SetCriterion
+from semask.losses.mask_losses import FOCAL_ALPHA, FOCAL_GAMMA
 from semask.losses.matcher import HungarianMatcher, Target, batch_dice_cost
 from semask.losses.points import PointSampler
 
 
 def mmdet_focal_cost(
-    inputs: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0, eps: float = 1e-12
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float = FOCAL_ALPHA,
+    gamma: float = FOCAL_GAMMA,
+    eps: float = 1e-12,
 ) -> torch.Tensor:
     """mmdet ``FocalLossCost._mask_focal_loss_cost``: (N, P) logits, (M, P) binary targets -> (N, M) unweighted
     mean over the P pixels of -alpha (1-p)^g log(p+eps) on positives and -(1-alpha) p^g log(1-p+eps) on
