@@ -1,4 +1,5 @@
-"""The ``fast`` loss kernels (fused per-pixel CE, fused mask losses, one-product matching costs) compute the
+"""The ``fast`` loss kernels (fused per-pixel CE, fused mask losses, one-product matching costs, mask resizing
+by products) compute the
 official values and gradients (``reference`` = the official ops), including ignored pixels, class weights, soft
 targets and the argmax tie rule of the reported accuracy."""
 
@@ -6,9 +7,10 @@ import pytest
 import torch
 
 from semask.layers.impl import use_impl
+from semask.layers.resize import resize_masks
 from semask.losses.fpn import semask_fpn_loss
 from semask.losses.mask_losses import mask_losses
-from semask.losses.matcher import batch_mask_cost
+from semask.losses.matcher import batch_mask_dice_cost
 
 
 def _both(fn, *tensors):
@@ -72,10 +74,35 @@ def test_fused_mask_losses_match_the_official_ops(focal, soft):
 
 
 @pytest.mark.parametrize("focal", [True, False])
-def test_one_product_matching_costs_match_the_official_ops(focal):
+@pytest.mark.parametrize("pixel_major", [False, True])
+def test_one_product_matching_costs_match_the_official_ops(focal, pixel_major):
     torch.manual_seed(2)
     x, t = torch.randn(30, 400, dtype=torch.float64) * 3, (torch.rand(4, 400) > 0.5).double()
+    if (
+        pixel_major
+    ):  # MaskFormer's masks: queries of 3 layers interleaved per pixel, one layer's (30, P) viewed
+        x = torch.cat([x, x.neg(), x]).t().contiguous()[:, :30].t()
     with use_impl("reference"):
-        ref = batch_mask_cost(x, t, focal)
-    assert torch.allclose(batch_mask_cost(x, t, focal), ref, rtol=1e-12, atol=1e-14)
-    assert ref.shape == (30, 4)
+        ref = batch_mask_dice_cost(x, t, focal)
+    for r, f in zip(ref, batch_mask_dice_cost(x, t, focal), strict=True):
+        assert torch.allclose(f, r, rtol=1e-12, atol=1e-14)
+        assert r.shape == (30, 4)
+
+
+@pytest.mark.parametrize(
+    ("size", "out"), [((24, 24), (96, 96)), ((7, 13), (50, 21)), ((10, 10), (5, 7)), ((1, 3), (4, 4))]
+)
+def test_mask_resize_by_products_matches_interpolate(size, out):
+    torch.manual_seed(3)
+    x, weight = torch.randn(4, *size, dtype=torch.float64), torch.randn(4, *out, dtype=torch.float64)
+    results = {}
+    for impl in ("reference", "fast"):
+        leaf = x.clone().requires_grad_()
+        with use_impl(impl):
+            y = resize_masks(leaf, out)
+        (y * weight).sum().backward()
+        results[impl] = (y.detach(), leaf.grad)
+    (ref, ref_grad), (fast, fast_grad) = results["reference"], results["fast"]
+    assert fast.shape == ref.shape == (4, *out)
+    assert torch.allclose(fast, ref, rtol=0, atol=1e-14)
+    assert torch.allclose(fast_grad, ref_grad, rtol=0, atol=1e-13)

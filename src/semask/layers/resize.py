@@ -1,4 +1,7 @@
-"""Bilinear resizes of the mmseg heads (align_corners=False), with the ``fast`` skip of identity resizes."""
+"""Bilinear resizes (align_corners=False): mmseg's head resizes, with the ``fast`` skip of identity resizes, and
+the mask-loss upsampling as two matrix products in ``fast``."""
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -18,3 +21,31 @@ def resize_to(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tens
     if tuple(x.shape[-2:]) == tuple(size) and get_impl() == "fast":
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+@functools.lru_cache(maxsize=16)
+def bilinear_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float64 matrix of 1-D bilinear interpolation, align_corners=False: row i holds the two
+    weights of ``F.interpolate``'s source index (i + 0.5) * n_in / n_out - 0.5, clamped at 0 and at n_in - 1."""
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    lo = src.floor().long().clamp(max=n_in - 1)
+    frac = src - lo
+    rows = torch.arange(n_out)
+    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
+    weights.index_put_((rows, lo), 1 - frac, accumulate=True)
+    weights.index_put_((rows, (lo + 1).clamp(max=n_in - 1)), frac, accumulate=True)
+    return weights
+
+
+def resize_masks(masks: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) of (N, h, w) masks to (N, *size), differentiable.
+
+    ``reference`` runs ``F.interpolate`` on (N, 1, h, w) as the official criteria do; ``fast`` computes the same
+    weighted sums as A_h @ masks @ A_w^T with :func:`bilinear_weights` (equal to float rounding): on CPU the
+    products and their gradient run ~3x faster than the single-channel upsampling kernel's backward.
+    """
+    if get_impl() == "reference":
+        return F.interpolate(masks[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    rows = bilinear_weights(masks.shape[-2], size[0]).to(masks)
+    cols = bilinear_weights(masks.shape[-1], size[1]).to(masks)
+    return rows @ (masks @ cols.t())

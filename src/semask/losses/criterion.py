@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semask.decoders.maskformer.common import MaskPrediction, MaskSegOutput, PredictorOutput
+from semask.layers.resize import resize_masks
 from semask.losses.base import LossSettings, refuse_pixel_options
 from semask.losses.mask_losses import mask_losses
 from semask.losses.matcher import HungarianMatcher, Target
@@ -102,12 +103,14 @@ class SetCriterion(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss_mask, loss_dice) of the matched masks, pairs in batch-major order."""
         masks = pred.pred_masks.float()  # AMP outputs: losses in fp32
-        src = torch.cat([masks[b, i.to(masks.device)] for b, (i, _) in enumerate(indices)])
+        batch = torch.cat([torch.full_like(i, b) for b, (i, _) in enumerate(indices)]).to(masks.device)
+        src = masks[
+            batch, torch.cat([i for i, _ in indices]).to(masks.device)
+        ]  # the official src_masks[src_idx]
         tgt = torch.cat([t.masks[j.to(t.masks.device)] for t, (_, j) in zip(targets, indices, strict=True)])
         tgt = tgt.to(src)  # (N, Hp, Wp)
         if self.num_points is None:  # MaskFormer v1: dense, predictions upsampled to the target size
-            src = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)
-            src, tgt = src.flatten(1), tgt.flatten(1)  # (N, Hp*Wp)
+            src, tgt = resize_masks(src, tgt.shape[-2:]).flatten(1), tgt.flatten(1)  # (N, Hp*Wp)
             return mask_losses(src, tgt, num_masks, focal=True)
         with torch.no_grad():
             coords = sampler.loss_coords(

@@ -43,53 +43,50 @@ def dice_loss(inputs: torch.Tensor, targets: torch.Tensor, num_masks: float) -> 
     return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
 
 
-def _focal_factors(
-    prob: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(1 - p_t, 1 - 2t, alpha_t) of the focal loss, elementwise: 1 - p_t = p (1 - 2t) + t."""
-    sign = targets.mul(-2.0).add_(1.0)
-    one_minus_pt = prob.mul(sign).add_(targets)
-    alpha_t = targets.mul(2 * FOCAL_ALPHA - 1).add_(1 - FOCAL_ALPHA)
-    return one_minus_pt, sign, alpha_t
-
-
 class _FusedMaskLoss(torch.autograd.Function):
     """(N, P) logits x, (N, P) targets t -> (BCE or focal term, dice term), each summed over masks / num_masks.
 
-    With p = sigmoid(x), ce = x (1 - t) - log sigmoid(x) (= BCE with logits), q = 1 - p_t:
-    d focal / dx = alpha_t [(p - t) q^g + g ce q^(g-1) (1 - 2t) p (1 - p)], d BCE / dx = p - t, and
+    With p = sigmoid(x), ce = softplus(x) - x t (= BCE with logits), s = 1 - 2t, q = 1 - p_t = t + p s and
+    alpha_t = alpha t + (1 - alpha)(1 - t):
+    d focal / dx = alpha_t [(p - t) q^g + g ce q^(g-1) s p (1 - p)], d BCE / dx = p - t, and
     d dice_i / dx_j = [(num_i + 1) - 2 t_j (den_i + 1)] / (den_i + 1)^2 p_j (1 - p_j).
     """
 
     @staticmethod
     def forward(ctx, inputs, targets, num_masks, focal):  # type: ignore[override]
         prob = inputs.sigmoid()
-        ce = targets.neg().add_(1.0).mul_(inputs).sub_(F.logsigmoid(inputs))
+        ce = F.softplus(inputs).addcmul_(inputs, targets, value=-1)
+        numerator = 2 * torch.einsum("np,np->n", prob, targets)
+        denominator = prob.sum(-1) + targets.sum(-1)
+        saved = [prob, targets, numerator, denominator]
         if focal:
-            one_minus_pt, _, alpha_t = _focal_factors(prob, targets)
-            term = one_minus_pt.pow_(FOCAL_GAMMA).mul_(ce).mul_(alpha_t).sum()
+            sign = torch.rsub(targets, 1, alpha=2)
+            one_minus_pt = torch.addcmul(targets, prob, sign)
+            alpha_t = targets.mul(2 * FOCAL_ALPHA - 1).add_(1 - FOCAL_ALPHA)
+            term = one_minus_pt.pow(FOCAL_GAMMA).mul_(ce).mul_(alpha_t).sum()
+            saved += [ce, sign, one_minus_pt, alpha_t]
         else:
             term = ce.sum()
-        numerator = 2 * (prob * targets).sum(-1)
-        denominator = prob.sum(-1) + targets.sum(-1)
-        ctx.save_for_backward(prob, ce, targets, numerator, denominator)
+        ctx.save_for_backward(*saved)
         ctx.num_masks, ctx.focal = num_masks, focal
         dice = (1 - (numerator + 1) / (denominator + 1)).sum()
         return term / (inputs.shape[1] * num_masks), dice / num_masks
 
     @staticmethod
     def backward(ctx, grad_term, grad_dice):  # type: ignore[override]
-        prob, ce, targets, numerator, denominator = ctx.saved_tensors
-        slope = prob.neg().add_(1.0).mul_(prob)  # p (1 - p)
-        diff = prob - targets
+        prob, targets, numerator, denominator = ctx.saved_tensors[:4]
+        slope = torch.addcmul(prob, prob, prob, value=-1)  # p (1 - p)
+        grad = prob - targets
         if ctx.focal:
-            one_minus_pt, sign, alpha_t = _focal_factors(prob, targets)
-            inner = one_minus_pt.pow(FOCAL_GAMMA - 1).mul_(ce).mul_(sign).mul_(slope).mul_(FOCAL_GAMMA)
-            diff.mul_(one_minus_pt.pow_(FOCAL_GAMMA)).add_(inner).mul_(alpha_t)
-        grad = diff.mul_(grad_term / (prob.shape[1] * ctx.num_masks))
-        den = (denominator + 1)[:, None]
-        dice = targets.mul(-2.0 * den).add_((numerator + 1)[:, None]).div_(den.square()).mul_(slope)
-        return grad.add_(dice.mul_(grad_dice / ctx.num_masks)), None, None, None
+            ce, sign, one_minus_pt, alpha_t = ctx.saved_tensors[4:]
+            inner = one_minus_pt.pow(FOCAL_GAMMA - 1).mul_(ce).mul_(sign).mul_(slope)
+            grad.mul_(one_minus_pt.pow(FOCAL_GAMMA)).add_(inner, alpha=FOCAL_GAMMA).mul_(alpha_t)
+        grad.mul_(grad_term / (prob.shape[1] * ctx.num_masks))
+        scale = grad_dice / ctx.num_masks / (denominator + 1).square()[:, None]  # (N, 1)
+        dice = torch.addcmul(
+            (numerator + 1)[:, None] * scale, targets, -2 * (denominator + 1)[:, None] * scale
+        )
+        return grad.add_(dice.mul_(slope)), None, None, None
 
 
 def mask_losses(

@@ -50,24 +50,34 @@ def batch_sigmoid_focal_cost(
     return cost / inputs.shape[1]
 
 
-def batch_mask_cost(inputs: torch.Tensor, targets: torch.Tensor, focal: bool) -> torch.Tensor:
-    """:func:`batch_sigmoid_focal_cost` (``focal``) or :func:`batch_sigmoid_ce_cost`: (N, P), (M, P) -> (N, M).
+def batch_mask_dice_cost(
+    inputs: torch.Tensor, targets: torch.Tensor, focal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(batch_sigmoid_focal_cost or batch_sigmoid_ce_cost, batch_dice_cost)``: (N, P), (M, P) -> 2 x (N, M).
 
-    ``fast`` takes one log-sigmoid pass and one matrix product: with ls = log sigmoid(x), BCE(x, 1) = -ls and
-    BCE(x, 0) = x - ls, and pos @ t^T + neg @ (1 - t)^T = (pos - neg) @ t^T + sum_c neg (for BCE, pos - neg = -x).
+    ``fast`` shares one sigmoid between the two costs and takes one product for the mask cost: with
+    BCE(x, 0) = softplus(x) and BCE(x, 1) = softplus(x) - x, w_pos pos @ t^T + w_neg neg @ (1 - t)^T =
+    (w_pos pos - w_neg neg) @ t^T + w_neg sum_c neg (for BCE, pos - neg = -x). Pixel-major inputs (stride 1
+    along N, as MaskFormer's masks come out of the mask-feature product) are first made dense in that layout:
+    elementwise kernels run several times slower on a transposed view with gaps.
     """
     if get_impl() == "reference":
-        return (batch_sigmoid_focal_cost if focal else batch_sigmoid_ce_cost)(inputs, targets)
-    log_prob = F.logsigmoid(inputs)
-    neg = inputs - log_prob
+        mask_cost = batch_sigmoid_focal_cost if focal else batch_sigmoid_ce_cost
+        return mask_cost(inputs, targets), batch_dice_cost(inputs, targets)
+    x = inputs if inputs.stride(-1) == 1 else inputs.t().contiguous().t()
+    prob = x.sigmoid()
+    neg = F.softplus(x)
     if focal:
-        prob = inputs.sigmoid()
-        pos = (1 - prob).pow_(FOCAL_GAMMA).mul_(log_prob).mul_(-FOCAL_ALPHA)
-        neg = prob.pow_(FOCAL_GAMMA).mul_(neg).mul_(1 - FOCAL_ALPHA)
-        diff = pos.sub_(neg)
+        pos = (neg - x).mul_(torch.rsub(prob, 1).pow_(FOCAL_GAMMA))
+        neg.mul_(prob.pow(FOCAL_GAMMA))
+        w_pos, w_neg = FOCAL_ALPHA, 1 - FOCAL_ALPHA
+        diff = pos.sub_(neg, alpha=w_neg / w_pos)
     else:
-        diff = inputs.neg()
-    return torch.addmm(neg.sum(1, keepdim=True), diff, targets.t()).div_(inputs.shape[1])
+        w_pos, w_neg, diff = 1.0, 1.0, x.neg()
+    n = x.shape[1]
+    mask = torch.addmm(neg.sum(1, keepdim=True), diff, targets.t(), beta=w_neg / n, alpha=w_pos / n)
+    denominator = prob.sum(1, keepdim=True) + targets.sum(1) + 1
+    return mask, 1 - (2 * (prob @ targets.t()) + 1) / denominator
 
 
 def batch_dice_cost(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -122,14 +132,14 @@ class HungarianMatcher:
                 1
             )
             out = pred_masks.flatten(1)  # (Q, h*w)
-            cost_mask, cost_dice = batch_mask_cost(out, tgt, focal=True), batch_dice_cost(out, tgt)
+            cost_mask, cost_dice = batch_mask_dice_cost(out, tgt, focal=True)
         else:
             coords = sampler.matcher_coords(layer, image, self.num_points, pred_masks.device)  # (P, 2)
             tgt = point_sample(tgt_mask[:, None], coords.expand(tgt_mask.shape[0], -1, -1))[:, 0]  # (n, P)
             out = point_sample(pred_masks[:, None], coords.expand(pred_masks.shape[0], -1, -1))[
                 :, 0
             ]  # (Q, P)
-            cost_mask, cost_dice = batch_mask_cost(out, tgt, focal=False), batch_dice_cost(out, tgt)
+            cost_mask, cost_dice = batch_mask_dice_cost(out, tgt, focal=False)
         cost_class = -pred_logits.softmax(-1)[:, target.labels]  # (Q, n)
         return self.mask_weight * cost_mask + self.class_weight * cost_class + self.dice_weight * cost_dice
 
