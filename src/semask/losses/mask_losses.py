@@ -56,7 +56,7 @@ class _FusedMaskLoss(torch.autograd.Function):
     def forward(ctx, inputs, targets, num_masks, focal):  # type: ignore[override]
         prob = inputs.sigmoid()
         ce = F.softplus(inputs).addcmul_(inputs, targets, value=-1)
-        numerator = 2 * torch.einsum("np,np->n", prob, targets)
+        numerator = 2 * (prob * targets).sum(-1)
         denominator = prob.sum(-1) + targets.sum(-1)
         saved = [prob, targets, numerator, denominator]
         if focal:
