@@ -84,24 +84,26 @@ def _gather_weighted(
         ],
         dim=2,
     )
-    padded = table.shape[2]
-    size = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=sampling_locations.dtype, device=dev)
-    row = torch.tensor([w + 2 for _, w in spatial_shapes], device=dev)  # (L,) padded row length
-    start = torch.tensor([0] + [(h + 2) * (w + 2) for h, w in spatial_shapes][:-1], device=dev).cumsum(0)
-    corners = torch.stack([torch.zeros_like(row), torch.ones_like(row), row, row + 1], -1)  # (L, 4)
-    # (B, M, Lq, L, P, 2) pixel coordinates, contiguous: every tensor made from them reshapes as a view
-    xy = sampling_locations.permute(0, 2, 1, 3, 4, 5).contiguous() * size[:, None] - 0.5
-    xy0 = xy.floor()
-    fx, fy = (xy - xy0).unbind(-1)
-    clamped = xy0.clamp(min=-1).minimum(size[:, None] - 1)  # top-left corner in the padded level
-    inside = (clamped == xy0).all(-1)  # False: all 4 corners outside the level
-    clamped = clamped.long() + 1
-    first = start[:, None] + clamped[..., 1] * row[:, None] + clamped[..., 0]  # (B, M, Lq, L, P)
-    first = first + (torch.arange(b * m, device=dev) * padded).view(b, m, 1, 1, 1)
-    index = (first[..., None] + corners[:, None]).reshape(b * m * lq, -1)
-    wx, wy = torch.stack([1 - fx, fx], -1), torch.stack([1 - fy, fy], -1)
-    attn = attention_weights.permute(0, 2, 1, 3, 4).contiguous() * inside
-    weights = ((wy[..., :, None] * wx[..., None, :]).flatten(-2) * attn[..., None]).reshape(b * m * lq, -1)
+    # level- and axis-major copies, (L, 2, B, M, Lq, P) and (L, B, M, Lq, P): every op below is on contiguous
+    # blocks with Python scalars (broadcasts over the small L, P, 2 dims run element by element)
+    locations = sampling_locations.permute(3, 5, 0, 2, 1, 4).contiguous()
+    attention = attention_weights.permute(3, 0, 2, 1, 4).contiguous()
+    itype = torch.int32 if b * m * table.shape[2] < 2**31 else torch.int64  # int32 indices: less to move
+    first_row = (torch.arange(b * m, device=dev, dtype=itype) * table.shape[2]).view(b, m, 1, 1)
+    index, weights = [], []
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        x, y = locations[lvl, 0] * w - 0.5, locations[lvl, 1] * h - 0.5
+        x0, y0 = x.floor(), y.floor()
+        fx, fy = x - x0, y - y0
+        cx, cy = x0.clamp(-1, w - 1), y0.clamp(-1, h - 1)  # top-left corner in the padded level
+        attn = attention[lvl] * ((cx == x0) & (cy == y0))  # 0 where all 4 corners are outside the level
+        first = first_row + (cy.to(itype) + 1) * (w + 2) + (cx.to(itype) + 1)
+        index += [first, first + 1, first + (w + 2), first + (w + 3)]
+        above, below = attn * (1 - fy), attn * fy
+        weights += [above * (1 - fx), above * fx, below * (1 - fx), below * fx]
+        first_row = first_row + (h + 2) * (w + 2)
+    index = torch.stack(index, 3).view(b * m * lq, -1)  # (B*M*Lq, L*4*P)
+    weights = torch.stack(weights, 3).view(b * m * lq, -1)
     out = F.embedding_bag(
         index, table.reshape(-1, d), per_sample_weights=weights.to(table.dtype), mode="sum"
     )  # (B*M*Lq, D)
@@ -175,8 +177,9 @@ class MSDeformAttn(nn.Module):
         normalizer = torch.stack(
             [torch.stack([torch.as_tensor(w), torch.as_tensor(h)]) for h, w in spatial_shapes]
         )
-        normalizer = normalizer.to(query)
-        locations = (
-            reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        )
+        # both broadcasts over whole contiguous (L, P, 2) blocks: over the small trailing dims themselves CPU
+        # kernels run element by element (same values, 3.8 -> 1.4 ms at 512x512)
+        normalizer = normalizer.to(query)[:, None].expand(num_levels, p, 2).contiguous()
+        points = reference_points[:, :, None, :, None, :].expand(b, lq, 1, num_levels, p, 2).contiguous()
+        locations = points + offsets / normalizer
         return self.output_proj(ms_deform_attn_core(v, spatial_shapes, locations, weights))
