@@ -1,5 +1,4 @@
-"""The ``fast`` loss kernels (fused per-pixel CE, fused mask losses, one-product matching costs, mask resizing
-by products) compute the
+"""The ``fast`` loss kernels (fused per-pixel CE, fused mask losses, one-product matching costs) compute the
 official values and gradients (``reference`` = the official ops), including ignored pixels, class weights, soft
 targets and the argmax tie rule of the reported accuracy."""
 
@@ -7,7 +6,6 @@ import pytest
 import torch
 
 from semask.layers.impl import use_impl
-from semask.layers.resize import resize_masks
 from semask.losses.fpn import semask_fpn_loss
 from semask.losses.mask_losses import mask_losses
 from semask.losses.matcher import batch_mask_dice_cost
@@ -87,22 +85,3 @@ def test_one_product_matching_costs_match_the_official_ops(focal, pixel_major):
     for r, f in zip(ref, batch_mask_dice_cost(x, t, focal), strict=True):
         assert torch.allclose(f, r, rtol=1e-12, atol=1e-14)
         assert r.shape == (30, 4)
-
-
-@pytest.mark.parametrize(
-    ("size", "out"), [((24, 24), (96, 96)), ((7, 13), (50, 21)), ((10, 10), (5, 7)), ((1, 3), (4, 4))]
-)
-def test_mask_resize_by_products_matches_interpolate(size, out):
-    torch.manual_seed(3)
-    x, weight = torch.randn(4, *size, dtype=torch.float64), torch.randn(4, *out, dtype=torch.float64)
-    results = {}
-    for impl in ("reference", "fast"):
-        leaf = x.clone().requires_grad_()
-        with use_impl(impl):
-            y = resize_masks(leaf, out)
-        (y * weight).sum().backward()
-        results[impl] = (y.detach(), leaf.grad)
-    (ref, ref_grad), (fast, fast_grad) = results["reference"], results["fast"]
-    assert fast.shape == ref.shape == (4, *out)
-    assert torch.allclose(fast, ref, rtol=0, atol=1e-14)
-    assert torch.allclose(fast_grad, ref_grad, rtol=0, atol=1e-13)

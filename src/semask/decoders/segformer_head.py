@@ -16,7 +16,7 @@ from semask.decoders.base import Decoder, SegOutput
 from semask.decoders.priors import FPNPriorDecoder
 from semask.layers.conv import ConvBNReLU
 from semask.layers.impl import get_impl
-from semask.layers.resize import resize_to
+from semask.layers.resize import add_resized, resize_to, slow_in_place
 from semask.losses.fpn import SemanticCELoss
 from semask.registry import DECODERS, register_part
 
@@ -101,10 +101,9 @@ class SegFormerHead(Decoder):
             part = weight[:, (4 - i) * e : (5 - i) * e]  # (E, E)
             w, b = part @ proj.weight, part @ proj.bias + (bias if i == 1 else 0)  # (E, C_i), (E,)
             y = F.linear(x.permute(0, 2, 3, 1), w, b).permute(0, 3, 1, 2)  # (B, E, h_i, w_i), channels-last
-            fused = (
-                y if fused is None else fused.add_(resize_to(y, features[0].shape[2:]))
-            )  # in place: no new map
-        return self.linear_fuse.activate(fused if not bn.training else bn(fused))
+            fused = y if fused is None else add_resized(fused, y)
+        fused = fused if not bn.training else bn(fused)
+        return F.relu(fused) if slow_in_place(fused) else self.linear_fuse.activate(fused)
 
     def dense(self, outputs: SegOutput, image_size: tuple[int, int]) -> torch.Tensor:
         """(B, K, h_0, w_0) logits at stride 4."""

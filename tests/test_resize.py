@@ -1,0 +1,50 @@
+"""The ``fast`` bilinear resizes by matrix products: mask upsampling in the MaskFormer loss (values and gradients of
+``F.interpolate``) and the SegFormer head's accumulation of resized bf16 maps."""
+
+import pytest
+import torch
+
+from semask.layers.impl import use_impl
+from semask.layers.resize import add_resized, resize_masks, resize_to
+
+
+@pytest.mark.parametrize(
+    ("size", "out"), [((24, 24), (96, 96)), ((7, 13), (50, 21)), ((10, 10), (5, 7)), ((1, 3), (4, 4))]
+)
+def test_mask_resize_by_products_matches_interpolate(size, out):
+    torch.manual_seed(3)
+    x, weight = torch.randn(4, *size, dtype=torch.float64), torch.randn(4, *out, dtype=torch.float64)
+    results = {}
+    for impl in ("reference", "fast"):
+        leaf = x.clone().requires_grad_()
+        with use_impl(impl):
+            y = resize_masks(leaf, out)
+        (y * weight).sum().backward()
+        results[impl] = (y.detach(), leaf.grad)
+    (ref, ref_grad), (fast, fast_grad) = results["reference"], results["fast"]
+    assert fast.shape == ref.shape == (4, *out)
+    assert torch.allclose(fast, ref, rtol=0, atol=1e-14)
+    assert torch.allclose(fast_grad, ref_grad, rtol=0, atol=1e-13)
+
+
+@pytest.mark.cpu_paths
+@pytest.mark.parametrize(("size", "out", "by_products"), [(32, 128, True), (16, 64, True), (33, 130, False)])
+def test_add_resized_bf16_matches_float32_and_accumulates_in_place(size, out, by_products):
+    torch.manual_seed(4)
+    cl = torch.channels_last
+    x = torch.randn(2, 8, size, size).bfloat16().contiguous(memory_format=cl)
+    total = torch.randn(2, 8, out, out).bfloat16().contiguous(memory_format=cl)
+    ref = total.float() + resize_to(x.float(), (out, out))
+    got = add_resized(total.clone(memory_format=cl), x)
+    assert got.dtype == torch.bfloat16 and got.shape == total.shape
+    assert torch.allclose(got.float(), ref, rtol=2**-6, atol=2**-6)
+    target = total.clone(memory_format=cl)
+    assert (add_resized(target, x) is target) == by_products  # products accumulate into the map itself
+
+
+def test_add_resized_float32_is_the_in_place_upsample_add():
+    torch.manual_seed(5)
+    x, total = torch.randn(2, 8, 16, 16), torch.randn(2, 8, 64, 64)
+    ref = total + resize_to(x, (64, 64))
+    out = add_resized(total, x)
+    assert out is total and torch.equal(out, ref)
