@@ -84,11 +84,12 @@ def deep_supervision(hf, on: bool) -> dict:
 
 
 def forward_steps(hf, ours, images: torch.Tensor, amp: bool) -> dict:
-    """Inference forward passes (eval mode, inference_mode, optional bf16 autocast) of both libraries."""
+    """Inference forward passes (eval mode, inference_mode, optional bf16 autocast) of both libraries, each asked
+    for the final prediction only (transformers without auxiliary outputs, semask ``priors=False, aux=False`` as
+    in its ``predict``)."""
     deep_supervision(hf, False)
     hf.eval()
     ours.eval()
-    mask = hasattr(ours.decoder, "predictor")
 
     def run(fn):
         def step():
@@ -99,7 +100,7 @@ def forward_steps(hf, ours, images: torch.Tensor, amp: bool) -> dict:
 
     return {
         "transformers": run(lambda: hf(pixel_values=images)),
-        "semask": run(lambda: ours(images, priors=False) if mask else ours(images)),
+        "semask": run(lambda: ours(images, priors=False, aux=False)),
     }
 
 

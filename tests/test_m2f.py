@@ -19,7 +19,7 @@ from semask.data.transforms import TrainTransform
 from semask.errors import CheckpointError
 from semask.layers.impl import use_impl
 from semask.layers.ms_deform_attn import MSDeformAttn, ms_deform_attn_core
-from semask.models import build_model
+from semask.models import build_model, compose
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camvid_sample"
 TEST_MODELS = ["semask_swin_test_m2f", "semask_swin_test_maskformer"]
@@ -228,3 +228,23 @@ def test_conversion_errors_name_the_problem(manifests):
         convert_checkpoint(
             "semask-m2f-d2", {"model": manifest_state_dict(manifests["fapn_m2f_ade20k_semask_swin_large"])}
         )
+
+
+@pytest.mark.parametrize("name", [*TEST_MODELS, "mmseg_maskformer"])
+def test_aux_false_keeps_the_final_prediction_and_drops_the_intermediate_ones(name):
+    torch.manual_seed(0)
+    if name == "mmseg_maskformer":
+        swin = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)
+        fields = dict(num_classes=5, feat_channels=32, out_channels=32, num_queries=6, dec_layers=3)
+        model, layers = compose("swin_mmseg_maskformer_test", "swin", "mmseg_maskformer", swin, fields), 3
+    else:
+        model = semask.create_model(name, num_classes=5)
+        layers = model.cfg.dec_layers
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        full, final = model.eval()(x), model(x, aux=False)
+        scores = model.predict(x)
+    assert len(full.aux_outputs) == layers - 1 and final.aux_outputs == []
+    assert torch.allclose(final.pred_logits, full.pred_logits, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(final.pred_masks, full.pred_masks, rtol=1e-5, atol=1e-5)
+    assert torch.equal(scores, model.decoder.dense(final, (64, 64)))

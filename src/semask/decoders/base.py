@@ -30,8 +30,10 @@ class SegOutput:
 
 
 class Decoder(nn.Module):
-    """A head on the multi-scale backbone features: ``forward(features) -> output`` with ``output.prior_logits``
-    (filled by the segmenter's prior decoder), and :meth:`dense` turning that output into per-class maps.
+    """A head on the multi-scale backbone features: ``forward(features, aux=True) -> output`` with
+    ``output.prior_logits`` (filled by the segmenter's prior decoder), and :meth:`dense` turning that output into
+    per-class maps. ``aux=False`` asks only for what :meth:`dense` reads: the mask-classification heads then leave
+    out the intermediate decoder layers' predictions (deep supervision), which only the training losses use.
 
     Class attributes:
         state_prefix: the attribute name under which the segmenter holds it, i.e. its state-dict prefix

@@ -61,8 +61,9 @@ class SegFormerHead(Decoder):
         self.dropout = nn.Dropout2d(dropout)
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> SegOutput:
+    def forward(self, features: Sequence[torch.Tensor], aux: bool = True) -> SegOutput:
         """Args:
+            aux: unused (no intermediate predictions).
             features: 4 x (B, C_i, h_i, w_i), stage 0 at stride 4.
 
         Returns:

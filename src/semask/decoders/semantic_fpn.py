@@ -66,8 +66,9 @@ class SemanticFPNHead(Decoder):
         nn.init.normal_(self.conv_seg.weight, std=0.01)
         nn.init.zeros_(self.conv_seg.bias)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> SegOutput:
+    def forward(self, features: Sequence[torch.Tensor], aux: bool = True) -> SegOutput:
         """Args:
+            aux: unused (no intermediate predictions).
             features: 4 x (B, C_i, H/s_i, W/s_i).
 
         Returns:

@@ -83,17 +83,19 @@ class Segmenter(nn.Module):
         """Backbone only, on the unpadded input: (B, 3, H, W) -> :class:`BackboneOutput`."""
         return self.backbone(images)
 
-    def forward(self, images: torch.Tensor, priors: bool = True) -> Any:
+    def forward(self, images: torch.Tensor, priors: bool = True, aux: bool = True) -> Any:
         """Args:
             images: (B, 3, H, W) normalised (mean/std of the preset), any H and W.
             priors: decode the semantic-prior maps into ``prior_logits`` (``False``, or no semantic layers: None).
+            aux: the intermediate decoder layers' predictions of the mask heads (``aux_outputs``, read by the
+                training losses; ``False``: an empty list, and MaskFormer skips their mask products).
 
         Returns:
             The decoder's output (:class:`~semask.models.base.SegOutput` at stride 4 for the mmseg heads,
             :class:`~semask.decoders.maskformer.common.MaskSegOutput` on the padded input for the mask heads).
         """
         feats = self.backbone(self.pad(images))
-        out = self.decoder(feats.features)
+        out = self.decoder(feats.features, aux=aux)
         if priors and self.prior_decoder is not None:
             out.prior_logits = self.prior_decoder(feats.semantic_maps)
         return out
@@ -113,9 +115,10 @@ class Segmenter(nn.Module):
         return self.criterion.losses(outputs, labels, settings or LossSettings())
 
     def decode(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-class maps before the final resize, without the prior decoder (inference never reads it):
+        """Per-class maps before the final resize, without the prior decoder and the mask heads' intermediate
+        predictions (inference reads neither):
         (B, 3, H, W) -> (B, K, ceil(H/s), ceil(W/s)) with s = the decoder's ``output_stride``."""
-        out = self(images, priors=False)
+        out = self(images, priors=False, aux=False)
         return self.decoder.dense(out, tuple(images.shape[-2:]))
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:

@@ -62,16 +62,20 @@ class MaskClassificationHead(Decoder):
         self.size_divisibility = size_divisibility
         self.num_classes = predictor.class_embed.out_features - 1
 
-    def forward(self, features: Sequence[torch.Tensor]) -> MaskSegOutput:
-        """features: res2..res5 (B, C_i, Hp/s, Wp/s) -> predictions on the padded input."""
-        pred = self.run(features)[1]
+    def forward(self, features: Sequence[torch.Tensor], aux: bool = True) -> MaskSegOutput:
+        """features: res2..res5 (B, C_i, Hp/s, Wp/s) -> predictions on the padded input (``aux``: with the
+        intermediate layers' predictions)."""
+        pred = self.run(features, aux)[1]
         return MaskSegOutput(pred.pred_logits, pred.pred_masks, pred.aux_outputs, pred.attn_masks)
 
-    def run(self, features: Sequence[torch.Tensor]) -> tuple[PixelDecoderOutput, PredictorOutput]:
-        """The pixel decoder's and the predictor's outputs (every intermediate the official head has)."""
+    def run(
+        self, features: Sequence[torch.Tensor], aux: bool = True
+    ) -> tuple[PixelDecoderOutput, PredictorOutput]:
+        """The pixel decoder's and the predictor's outputs (every intermediate the official head has; ``aux=False``:
+        no intermediate predictions)."""
         pix = self.pixel_decoder(features)
         levels = pix.multi_scale_features if pix.multi_scale_features is not None else features[3:]
-        return pix, self.predictor(levels, pix.mask_features)
+        return pix, self.predictor(levels, pix.mask_features, aux)
 
     def dense(self, outputs: MaskSegOutput, image_size: tuple[int, int]) -> torch.Tensor:
         """Official semantic inference: (B, K, H, W) scores sum_q p_q(c) * sigmoid(m_q)."""

@@ -152,24 +152,29 @@ class TransformerPredictor(nn.Module):
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
-    def forward(self, features: list[torch.Tensor], mask_features: torch.Tensor) -> PredictorOutput:
+    def forward(
+        self, features: list[torch.Tensor], mask_features: torch.Tensor, aux: bool = True
+    ) -> PredictorOutput:
         """Args:
             features: [res5] (B, C_5, H/32, W/32) (TRANSFORMER_IN_FEATURE res5).
             mask_features: (B, mask_dim, H/4, W/4).
+            aux: predict the earlier layers too (False: only the last layer's masks are computed).
 
         Returns:
             :class:`PredictorOutput`: last layer's prediction and the earlier layers' as aux outputs.
         """
         outs = self.transformer(self.input_proj(features[0]), self.query_embed.weight)
-        # every layer's queries in one prediction, as the official einsum "lbqc,bchw->lbqhw": one product and one
-        # mask-feature gradient instead of one per layer
-        queries = torch.cat([o.transpose(0, 1) for o in outs], 1)  # (B, L*Q, C)
-        pred = predict_masks(
-            queries, mask_features, self.transformer.decoder.norm, self.class_embed, self.mask_embed
-        )
+        head = (self.transformer.decoder.norm, self.class_embed, self.mask_embed)
+        final = predict_masks(outs[-1].transpose(0, 1), mask_features, *head)
+        if not aux or len(outs) == 1:
+            return PredictorOutput(final.pred_logits, final.pred_masks, [], [])
+        # the earlier layers' queries in one prediction, as the official einsum "lbqc,bchw->lbqhw": one product and
+        # one mask-feature gradient instead of one per layer (the last layer alone, so that its values do not
+        # depend on ``aux``: products of other shapes may round differently)
+        earlier = predict_masks(torch.cat([o.transpose(0, 1) for o in outs[:-1]], 1), mask_features, *head)
         q = outs[0].shape[0]
         preds = [
             MaskPrediction(*p)
-            for p in zip(pred.pred_logits.split(q, 1), pred.pred_masks.split(q, 1), strict=True)
+            for p in zip(earlier.pred_logits.split(q, 1), earlier.pred_masks.split(q, 1), strict=True)
         ]
-        return PredictorOutput(preds[-1].pred_logits, preds[-1].pred_masks, preds[:-1], [])
+        return PredictorOutput(final.pred_logits, final.pred_masks, preds, [])

@@ -154,10 +154,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output.transpose(0, 1), mask_features, self.decoder_norm, self.class_embed, self.mask_embed
         )
 
-    def forward(self, features: list[torch.Tensor], mask_features: torch.Tensor) -> PredictorOutput:
+    def forward(
+        self, features: list[torch.Tensor], mask_features: torch.Tensor, aux: bool = True
+    ) -> PredictorOutput:
         """Args:
             features: 3 x (B, C_in, h_l, w_l), strides 32, 16, 8.
             mask_features: (B, mask_dim, H/4, W/4).
+            aux: return the intermediate predictions (always computed: each layer's masks give the next layer's
+                attention mask).
 
         Returns:
             :class:`PredictorOutput`: final prediction, ``dec_layers - 1`` aux predictions (the first from the
@@ -192,4 +196,6 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = cross(output, src[lvl], heads_mask, pos[lvl].expand(-1, b, -1), query_pos)
             output = ffn(self_attn(output, query_pos))
             preds.append(self._predict(output, mask_features))
-        return PredictorOutput(preds[-1].pred_logits, preds[-1].pred_masks, preds[:-1], attn_masks)
+        return PredictorOutput(
+            preds[-1].pred_logits, preds[-1].pred_masks, preds[:-1] if aux else [], attn_masks
+        )

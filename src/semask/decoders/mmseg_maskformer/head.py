@@ -115,8 +115,9 @@ class MMSegMaskFormerHead(Decoder):
             nn.Linear(feat_channels, out_channels),
         )
 
-    def run(self, features: Sequence[torch.Tensor]) -> HeadTrace:
-        """features: 4 x (B, C_i, H/s_i, W/s_i) -> :class:`HeadTrace` (every intermediate)."""
+    def run(self, features: Sequence[torch.Tensor], aux: bool = True) -> HeadTrace:
+        """features: 4 x (B, C_i, H/s_i, W/s_i) -> :class:`HeadTrace` (every intermediate; ``aux=False``: class
+        and mask predictions of the last layer only, L = 1)."""
         levels, memory = self.pixel_decoder(features)
         memory = self.decoder_input_proj(memory)  # (B, C, h, w)
         b, c, h, w = memory.shape
@@ -128,15 +129,16 @@ class MMSegMaskFormerHead(Decoder):
             query_pos,
             pos.flatten(2).permute(2, 0, 1).expand(-1, b, -1),
         )
-        masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(out_dec), levels[-1])
+        predicted = out_dec if aux else out_dec[-1:]
+        masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(predicted), levels[-1])
         return HeadTrace(
-            levels, memory, pos, [r.transpose(0, 1) for r in raw], out_dec, self.cls_embed(out_dec), masks
+            levels, memory, pos, [r.transpose(0, 1) for r in raw], out_dec, self.cls_embed(predicted), masks
         )
 
-    def forward(self, features: Sequence[torch.Tensor]) -> MaskSegOutput:
+    def forward(self, features: Sequence[torch.Tensor], aux: bool = True) -> MaskSegOutput:
         """features: 4 x (B, C_i, H/s_i, W/s_i) -> last layer's (B, Q, K+1) logits and (B, Q, H/4, W/4) masks,
-        the earlier layers as ``aux_outputs`` (first to last)."""
-        t = self.run(features)
+        the earlier layers as ``aux_outputs`` (first to last; none with ``aux=False``)."""
+        t = self.run(features, aux)
         aux = [MaskPrediction(c, m) for c, m in zip(t.cls_scores[:-1], t.mask_preds[:-1], strict=True)]
         return MaskSegOutput(t.cls_scores[-1], t.mask_preds[-1], aux, [])
 
