@@ -10,9 +10,9 @@ NHWC tokens), one x2 upsampling for the summed stride-8/16/32 FPN heads, and at 
 kernels (:mod:`semask.layers.onednn`), fused training losses (:mod:`semask.losses.pixel_ce`,
 :mod:`semask.losses.mask_losses`), and a shift-mask fill of -1e4 for the official -100 (no denormal attention
 weights, see :mod:`semask.layers.window_attention`). Only kernel functions read the choice, at call time, so it can
-be switched on a built model; it computes the official values to float precision (the prior decoder is skipped at
-inference by an explicit argument, ``Segmenter.forward(priors=False)``). The setting is process-wide (not per
-thread).
+be switched on a built model; it computes the official values to float precision (the prior decoder and the mask
+heads' intermediate predictions are skipped at inference by explicit arguments, ``Segmenter.forward(priors=False,
+aux=False)``). The setting is process-wide (not per thread).
 """
 
 import contextlib
