@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from _d2 import assert_manifest_converts, bilinear_corners, manifest_state_dict
 
 import semask
@@ -18,7 +19,7 @@ from semask.data.datasets import build_dataset
 from semask.data.transforms import TrainTransform
 from semask.errors import CheckpointError
 from semask.layers.impl import use_impl
-from semask.layers.ms_deform_attn import MSDeformAttn, ms_deform_attn_core
+from semask.layers.ms_deform_attn import MSDeformAttn, _WeightedGather, ms_deform_attn_core
 from semask.models import build_model, compose
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camvid_sample"
@@ -248,3 +249,20 @@ def test_aux_false_keeps_the_final_prediction_and_drops_the_intermediate_ones(na
     assert torch.allclose(final.pred_logits, full.pred_logits, rtol=1e-5, atol=1e-6)
     assert torch.allclose(final.pred_masks, full.pred_masks, rtol=1e-5, atol=1e-5)
     assert torch.equal(scores, model.decoder.dense(final, (64, 64)))
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_weighted_gather_gradients(index_dtype):
+    """The hand-written backward of the deformable-attention gather (rows gathered by several bags, rows no bag
+    reads) against autograd's embedding_bag gradients and gradcheck."""
+    torch.manual_seed(0)
+    table = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 7, (6, 5), dtype=index_dtype)  # rows 7 and 8 never read
+    weights = torch.rand(6, 5, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(6, 4, dtype=torch.float64)
+    ours = torch.autograd.grad(_WeightedGather.apply(table, index, weights), (table, weights), grad)
+    ref = F.embedding_bag(index.long(), table, per_sample_weights=weights, mode="sum")
+    for o, r in zip(ours, torch.autograd.grad(ref, (table, weights), grad), strict=True):
+        assert torch.allclose(o, r, rtol=1e-12, atol=1e-14)
+    assert torch.all(ours[0][7:] == 0)
+    assert torch.autograd.gradcheck(lambda t, w: _WeightedGather.apply(t, index, w), (table, weights))
