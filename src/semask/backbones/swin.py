@@ -58,7 +58,7 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B*nW, heads, N, C/heads)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # (N*N, heads)
-        bias = bias.view(n, n, -1).permute(2, 0, 1)  # (heads, N, N)
+        bias = bias.view(n, n, -1).permute(2, 0, 1).contiguous()  # (heads, N, N), contiguous as the official
         out = window_attention(q, k, v, bias, mask, self.scale)  # (B*nW, heads, N, C/heads)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
