@@ -20,6 +20,7 @@ from semask.data.transforms import TrainTransform
 from semask.errors import CheckpointError
 from semask.layers.impl import use_impl
 from semask.layers.ms_deform_attn import MSDeformAttn, _WeightedGather, ms_deform_attn_core
+from semask.losses.points import point_sample
 from semask.models import build_model, compose
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "camvid_sample"
@@ -266,3 +267,12 @@ def test_weighted_gather_gradients(index_dtype):
         assert torch.allclose(o, r, rtol=1e-12, atol=1e-14)
     assert torch.all(ours[0][7:] == 0)
     assert torch.autograd.gradcheck(lambda t, w: _WeightedGather.apply(t, index, w), (table, weights))
+
+
+def test_point_sample_with_shared_points_equals_per_map_points():
+    torch.manual_seed(0)
+    maps = torch.randn(9216, 7).t().reshape(7, 1, 96, 96)  # pixel-major, as the predicted masks
+    coords = torch.rand(1, 500, 2) * 1.2 - 0.1
+    shared = point_sample(maps, coords.expand(7, -1, -1))
+    assert shared.shape == (7, 1, 500)
+    assert torch.equal(shared, point_sample(maps.contiguous(), coords.repeat(7, 1, 1)))
