@@ -8,16 +8,17 @@ transformers models are built from their configs with random weights, converted 
     python benchmarks/bench_peers.py --quick --tasks inference --dtypes fp32 --no-memory   # the shortest run
 
 For each model, first the outputs of both libraries are asserted equal (eval mode, the benchmark's input; class
-and mask logits, or SegFormer logits, within ``--atol``). Then, interleaved round-robin in one process (drift
-hits both alike): whole-image inference forward passes at 512x512, batch 1 and 8 (``torch.inference_mode``), and a
-training step (forward, the library's own training loss on the same random label maps, backward) at 384x384,
-batch 2; semask as its inference commands run it (oneDNN module swap), transformers' MaskFormer with its
-auxiliary losses in training steps (deep supervision, as semask); fp32, and bf16 autocast too where the CPU has
-native bf16 (:func:`semask.hardware.native_bf16`). Peak memory (fp32): the RSS growth of the first step in a fresh process, after building the models and inputs (Linux
-high-water mark). Both libraries run in processes where glibc keeps freed memory, as in the semask commands
+and mask logits, or SegFormer logits, within ``--atol``). Then, interleaved round-robin in one process (drift hits
+both alike): whole-image inference forward passes at 512x512, batch 1 and 8 (``torch.inference_mode``; each
+library asked for the final prediction only: transformers without auxiliary outputs, semask with ``priors=False,
+aux=False`` as its ``predict``), and a training step (forward, the library's own training loss on the same random
+label maps, backward) at 384x384, batch 2; semask as its inference commands run it (oneDNN module swap),
+transformers' MaskFormer with its auxiliary losses in training steps (deep supervision, as semask); fp32, and bf16
+autocast too where the CPU has native bf16 (:func:`semask.hardware.native_bf16`). Peak memory (fp32): the RSS
+growth of the first step in a fresh process, after building the models and inputs (Linux high-water mark). Both
+libraries run in processes where glibc keeps freed memory, as in the semask commands
 (:func:`semask.hardware.keep_freed_memory`; without it the step times depend on the heap's history, +-20%;
-``--default-malloc`` leaves glibc's defaults, as a plain transformers script runs).
-The table shows median seconds
+``--default-malloc`` leaves glibc's defaults, as a plain transformers script runs). The table shows median seconds
 per step and the speed ratio transformers / semask (> 1: semask is faster).
 
 SegFormer: transformers' LayerNorms use eps 1e-5 where the official model uses 1e-6 in the blocks; for the equal

@@ -139,8 +139,8 @@ class MMSegMaskFormerHead(Decoder):
         """features: 4 x (B, C_i, H/s_i, W/s_i) -> last layer's (B, Q, K+1) logits and (B, Q, H/4, W/4) masks,
         the earlier layers as ``aux_outputs`` (first to last; none with ``aux=False``)."""
         t = self.run(features, aux)
-        aux = [MaskPrediction(c, m) for c, m in zip(t.cls_scores[:-1], t.mask_preds[:-1], strict=True)]
-        return MaskSegOutput(t.cls_scores[-1], t.mask_preds[-1], aux, [])
+        earlier = [MaskPrediction(c, m) for c, m in zip(t.cls_scores[:-1], t.mask_preds[:-1], strict=True)]
+        return MaskSegOutput(t.cls_scores[-1], t.mask_preds[-1], earlier, [])
 
     def dense(self, outputs: MaskSegOutput, image_size: tuple[int, int]) -> torch.Tensor:
         """(B, K, H, W) scores of the last layer (:func:`mmseg_semantic_inference`)."""
