@@ -24,6 +24,7 @@ from semask.decoders.maskformer.common import MaskPrediction, MaskSegOutput, c2_
 from semask.decoders.mmseg_maskformer.pixel_decoder import PixelDecoder
 from semask.decoders.mmseg_maskformer.transformer import DetrTransformerDecoder
 from semask.decoders.priors import D2PriorDecoder
+from semask.layers.mask_product import mask_product
 from semask.layers.position import sine_position_embedding
 from semask.losses.mmdet_criterion import MMDetSetCriterion
 from semask.registry import DECODERS, register_part
@@ -130,7 +131,12 @@ class MMSegMaskFormerHead(Decoder):
             pos.flatten(2).permute(2, 0, 1).expand(-1, b, -1),
         )
         predicted = out_dec if aux else out_dec[-1:]
-        masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(predicted), levels[-1])
+        embed = self.mask_embed(
+            predicted
+        )  # (L, B, Q, C), the official einsum "lbqc,bchw->lbqhw" with batch B
+        layers, queries = embed.shape[0], embed.shape[2]
+        masks = mask_product(embed.transpose(0, 1).flatten(1, 2), levels[-1]).unflatten(1, (layers, queries))
+        masks = masks.transpose(0, 1)  # (L, B, Q, h, w)
         return HeadTrace(
             levels, memory, pos, [r.transpose(0, 1) for r in raw], out_dec, self.cls_embed(predicted), masks
         )
