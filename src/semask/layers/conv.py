@@ -1,7 +1,10 @@
-"""mmcv ``ConvModule`` (conv + BatchNorm + ReLU) as the mmseg heads use it."""
+"""mmcv ``ConvModule`` (conv + BatchNorm + ReLU) as the mmseg heads use it (3x3 convs train by Winograd where
+:func:`semask.layers.winograd.use_winograd` says so)."""
 
 import torch
 from torch import nn
+
+from semask.layers.winograd import WinogradConv2d
 
 
 class ConvBNReLU(nn.Module):
@@ -10,7 +13,9 @@ class ConvBNReLU(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.conv = WinogradConv2d(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False
+        )
         self.bn = nn.BatchNorm2d(out_channels)
         self.activate = nn.ReLU(inplace=True)
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")

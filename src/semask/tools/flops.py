@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from semask.layers.impl import use_impl
+from semask.layers.winograd import WinogradConv2d
 
 
 def _conv(m: nn.Module, inp: tuple, out: torch.Tensor) -> int:
@@ -51,9 +52,10 @@ _NORMS = (
     *(getattr(nn, f"{kind}{d}d") for kind in ("BatchNorm", "InstanceNorm") for d in (1, 2, 3)),
 )
 
-# mmcv 1.x ``get_modules_mapping()`` (matched by exact type, as mmcv's ``is_supported_instance``)
+# mmcv 1.x ``get_modules_mapping()`` (matched by exact type, as mmcv's ``is_supported_instance``); our
+# ``WinogradConv2d`` is the official ``nn.Conv2d`` with another training kernel
 _MMCV_HOOKS: dict[type, Callable[[nn.Module, tuple, torch.Tensor], int]] = {
-    **dict.fromkeys((nn.Conv1d, nn.Conv2d, nn.Conv3d), _conv),
+    **dict.fromkeys((nn.Conv1d, nn.Conv2d, WinogradConv2d, nn.Conv3d), _conv),
     **dict.fromkeys((nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6), _output_numel),
     **dict.fromkeys(_POOLS, _input_numel),
     **dict.fromkeys(_NORMS, _norm),

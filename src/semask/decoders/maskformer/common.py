@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semask.layers.mask_product import mask_product
+from semask.layers.winograd import WinogradConv2d
 
 
 @dataclass
@@ -82,7 +83,7 @@ def xavier_matrices(module: nn.Module) -> None:
             nn.init.xavier_uniform_(p)
 
 
-class Conv2dNorm(nn.Conv2d):
+class Conv2dNorm(WinogradConv2d):
     """detectron2 ``Conv2d``: convolution, then GroupNorm(32) as attribute ``norm``, then optional ReLU.
 
     Keys are ``weight`` [, ``bias``], ``norm.weight``, ``norm.bias``, as in the official state dicts.

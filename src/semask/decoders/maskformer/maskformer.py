@@ -22,6 +22,7 @@ from semask.decoders.maskformer.common import (
     xavier_matrices,
 )
 from semask.layers.position import sine_position_embedding
+from semask.layers.winograd import WinogradConv2d
 
 
 class BasePixelDecoder(nn.Module):
@@ -39,7 +40,7 @@ class BasePixelDecoder(nn.Module):
             self.add_module(f"adapter_{k}", Conv2dNorm(c, conv_dim, 1, relu=False))
             self.add_module(f"layer_{k}", Conv2dNorm(conv_dim, conv_dim, 3, relu=True))
         self.layer_4 = Conv2dNorm(in_channels[3], conv_dim, 3, relu=True)
-        self.mask_features = nn.Conv2d(conv_dim, mask_dim, 3, padding=1)
+        self.mask_features = WinogradConv2d(conv_dim, mask_dim, 3, padding=1)
         c2_xavier_fill(self.mask_features)
 
     def forward(self, features: list[torch.Tensor]) -> PixelDecoderOutput:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semask.decoders.maskformer.common import c2_xavier_fill
+from semask.layers.winograd import WinogradConv2d
 
 
 class ConvGN(nn.Module):
@@ -24,7 +25,9 @@ class ConvGN(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, relu: bool) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.conv = WinogradConv2d(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False
+        )
         self.gn = nn.GroupNorm(32, out_channels)
         self.relu = relu
         c2_xavier_fill(self.conv)
@@ -51,7 +54,7 @@ class PixelDecoder(nn.Module):
             ConvGN(feat_channels, feat_channels, 3, relu=True) for _ in in_channels[:-1]
         )
         self.last_feat_conv = ConvGN(in_channels[-1], feat_channels, 3, relu=True)
-        self.mask_feature = nn.Conv2d(feat_channels, out_channels, 3, padding=1)
+        self.mask_feature = WinogradConv2d(feat_channels, out_channels, 3, padding=1)
         c2_xavier_fill(self.mask_feature)
 
     def forward(self, features: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:

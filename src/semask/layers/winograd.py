@@ -1,0 +1,132 @@
+"""3x3 convolution (stride 1, padding 1) by Winograd's minimal filtering F(4x4, 3x3), forward and backward.
+
+Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016), eq. 7-8: each 6x6 input tile d and
+3x3 filter g give the 4x4 output tile ``A^T [(G g G^T) * (B^T d B)] A``; over channels the elementwise product is a
+sum, i.e. 36 matrix products (tiles x C_in) @ (C_in x C_out) with 2.25 multiplies per output where the direct
+convolution takes 9. The backward is the same algebra transposed: input gradient ``B [(A dY A^T) (GgG^T)^T] B^T``
+summed over overlapping tiles, filter gradient ``G^T [(B^T d B)^T (A dY A^T)] G``. The transforms are small
+matrix products on channel-last tiles, so they pay off for wide maps and channels (the stride-4 3x3 convolutions
+of the MaskFormer / Mask2Former pixel decoders, 256 channels). Rounding: ~1e-5 relative in float32 (the direct
+convolution ~3e-7); used by ``fast`` training only (:func:`use_winograd`).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semask.layers.impl import get_impl
+
+_BT = [
+    [4, 0, -5, 0, 1, 0],
+    [0, -4, -4, 1, 1, 0],
+    [0, 4, -4, -1, 1, 0],
+    [0, -2, -1, 2, 1, 0],
+    [0, 2, -1, -2, 1, 0],
+    [0, 4, 0, -5, 0, 1],
+]
+_G = [
+    [1 / 4, 0, 0],
+    [-1 / 6, -1 / 6, -1 / 6],
+    [-1 / 6, 1 / 6, -1 / 6],
+    [1 / 24, 1 / 12, 1 / 6],
+    [1 / 24, -1 / 12, 1 / 6],
+    [0, 0, 1],
+]
+_AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+M, ALPHA = 4, 6  # output tile, input tile
+
+
+def _both(mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``mat`` applied along both tile axes: (a, b) matrix, (b, b, R) -> (a, a, R) (the separable kron product)."""
+    once = (mat @ x.flatten(1)).view(mat.shape[0], x.shape[1], -1)
+    return torch.matmul(mat, once)
+
+
+def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`conv3x3` takes the Winograd path: ``fast``, training (grad enabled), float32 on CPU, 3x3
+    filters, at least 96 channels in and out, and a map of at least 24x24 pixels (where it measured faster than
+    oneDNN's direct convolution, forward + backward, on 2 cores: AVX-512 1.1x-2x, AVX2 1.5x-3.6x;
+    ``benchmarks/bench_winograd.py``)."""
+    return (
+        get_impl() == "fast"
+        and torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and weight.shape[2:] == (3, 3)
+        and min(weight.shape[:2]) >= 96
+        and min(x.shape[2:]) >= 24
+    )
+
+
+class _Winograd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        bt, g, at = (torch.tensor(m, dtype=x.dtype) for m in (_BT, _G, _AT))
+        n, c, h, w = x.shape
+        co = weight.shape[0]
+        nh, nw = -(-h // M), -(-w // M)
+        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, nw * M + 1 - w, 1, nh * M + 1 - h))  # (N, Hp, Wp, C)
+        tiles = (
+            padded.unfold(1, ALPHA, M).unfold(2, ALPHA, M).permute(4, 5, 0, 1, 2, 3)
+        )  # (6, 6, N, nh, nw, C)
+        v = _both(bt, tiles.reshape(ALPHA, ALPHA, -1)).view(ALPHA * ALPHA, -1, c)  # (36, T, C)
+        u = _both(g, weight.permute(2, 3, 1, 0).reshape(3, 3, -1)).view(ALPHA * ALPHA, c, co)  # (36, C, Co)
+        y = _both(at, torch.bmm(v, u).view(ALPHA, ALPHA, -1)).view(M, M, n, nh, nw, co)
+        y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, nh * M, nw * M, co)[:, :h, :w]
+        ctx.save_for_backward(v, u)
+        ctx.shape = x.shape
+        return y.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v, u = ctx.saved_tensors
+        n, c, h, w = ctx.shape
+        bt, g, at = (torch.tensor(m, dtype=grad.dtype) for m in (_BT, _G, _AT))
+        co = u.shape[2]
+        nh, nw = -(-h // M), -(-w // M)
+        gy = F.pad(grad.permute(0, 2, 3, 1), (0, 0, 0, nw * M - w, 0, nh * M - h)).view(n, nh, M, nw, M, co)
+        gm = _both(at.t(), gy.permute(2, 4, 0, 1, 3, 5).reshape(M, M, -1)).view(ALPHA * ALPHA, -1, co)
+        d_weight = _both(g.t(), torch.bmm(v.transpose(1, 2), gm).view(ALPHA, ALPHA, -1)).view(3, 3, c, co)
+        d_tiles = _both(bt.t(), torch.bmm(gm, u.transpose(1, 2)).view(ALPHA, ALPHA, -1))
+        d_tiles = d_tiles.view(ALPHA, ALPHA, n, nh, nw, c)
+        # overlapping tiles summed back: the inner 4x4 of every tile by one copy, the 2-pixel overlaps added
+        d_padded = torch.zeros(n, nh * M + 2, nw * M + 2, c, dtype=grad.dtype)
+        d_padded[:, : nh * M, : nw * M] = (
+            d_tiles[:M, :M].permute(2, 3, 0, 4, 1, 5).reshape(n, nh * M, nw * M, c)
+        )
+        for i in range(ALPHA):
+            for j in range(ALPHA):
+                if i >= M or j >= M:
+                    d_padded[:, i : i + nh * M : M, j : j + nw * M : M] += d_tiles[i, j]
+        x_grad = d_padded[:, 1 : h + 1, 1 : w + 1].permute(0, 3, 1, 2)
+        return x_grad.contiguous(memory_format=torch.channels_last), d_weight.permute(3, 2, 0, 1).contiguous()
+
+
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=1)`` for 3x3 filters, by Winograd F(4x4, 3x3) where
+    :func:`use_winograd` says so.
+
+    Args:
+        x: (N, C, H, W).
+        weight: (C_out, C, 3, 3).
+        bias: (C_out,) or None.
+
+    Returns:
+        (N, C_out, H, W), channels-last on the Winograd path.
+    """
+    if not use_winograd(x, weight):
+        return F.conv2d(x, weight, bias, padding=1)
+    y = _Winograd.apply(x, weight)
+    return y if bias is None else y + bias.view(-1, 1, 1)
+
+
+class WinogradConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and state_dict keys) whose 3x3 convolutions with stride 1, padding 1, no
+    dilation or groups run :func:`conv3x3` (Winograd in ``fast`` float32 CPU training, see :func:`use_winograd`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = (self.stride, self.padding, self.dilation, self.groups) != ((1, 1), (1, 1), (1, 1), 1)
+        if self.kernel_size != (3, 3) or plain or self.padding_mode != "zeros":
+            return super().forward(x)
+        return conv3x3(x, self.weight, self.bias)
