@@ -37,9 +37,9 @@ M, ALPHA = 4, 6  # output tile, input tile
 
 
 def _both(mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``mat`` applied along both tile axes: (a, b) matrix, (b, b, R) -> (a, a, R) (the separable kron product)."""
-    once = (mat @ x.flatten(1)).view(mat.shape[0], x.shape[1], -1)
-    return torch.matmul(mat, once)
+    """``mat`` applied along both tile axes: (a, b) matrix, (b, b, R) -> (a, a, R), as one product with the
+    (a*a, b*b) Kronecker matrix (one pass over the tiles)."""
+    return (torch.kron(mat, mat) @ x.flatten(0, 1)).view(mat.shape[0], mat.shape[0], -1)
 
 
 def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
