@@ -1,13 +1,14 @@
 """3x3 convolution (stride 1, padding 1) by Winograd's minimal filtering F(4x4, 3x3), forward and backward.
 
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016), eq. 7-8: each 6x6 input tile d and
-3x3 filter g give the 4x4 output tile ``A^T [(G g G^T) * (B^T d B)] A``; over channels the elementwise product is a
-sum, i.e. 36 matrix products (tiles x C_in) @ (C_in x C_out) with 2.25 multiplies per output where the direct
-convolution takes 9. The backward is the same algebra transposed: input gradient ``B [(A dY A^T) (GgG^T)^T] B^T``
-summed over overlapping tiles, filter gradient ``G^T [(B^T d B)^T (A dY A^T)] G``. The transforms are small
-matrix products on channel-last tiles, so they pay off for wide maps and channels (the stride-4 3x3 convolutions
-of the MaskFormer / Mask2Former pixel decoders, 256 channels). Rounding: ~1e-5 relative in float32 (the direct
-convolution ~3e-7); used by ``fast`` training only (:func:`use_winograd`).
+3x3 filter g give the 4x4 output tile ``A^T [U * V] A`` with ``U = G g G^T`` and ``V = B^T d B``; summed over the
+input channels, that is 36 matrix products (tiles x C_in) @ (C_in x C_out): 2.25 multiplies per output where the
+direct convolution takes 9. The backward is the same algebra transposed: with ``E = A dY A^T`` per output tile,
+the input gradient is ``B [E U^T] B^T`` per tile, summed where tiles overlap, and the filter gradient
+``G^T [V^T E] G`` (products over the tiles). The transforms are small matrix products over channel-last tiles
+(memory-bound), so it pays off for wide maps and channels (the stride-4 3x3 convolutions of the pixel decoders,
+256 channels). Rounding: ~1e-5 of the output range in float32, the direct convolution ~2e-6; used in ``fast``
+float32 CPU training only (:func:`use_winograd`).
 """
 
 import torch
