@@ -112,7 +112,9 @@ class DETRTransformer(nn.Module):
         b, c, h, w = src.shape
         pos = sine_position_embedding(h, w, c // 2, src.device)  # (1, C, h, w)
         pos = pos.flatten(2).permute(2, 0, 1).expand(-1, b, -1)  # (S, B, C)
-        memory = src.flatten(2).permute(2, 0, 1)  # (S, B, C)
+        # contiguous: PyTorch's inference matmul does not fold a (S, B, C) view with gaps into one product, but
+        # copies the in-projection weight S times for a batched product (MultiheadAttention's key/value)
+        memory = src.flatten(2).permute(2, 0, 1).contiguous()  # (S, B, C)
         query_pos = query_embed.unsqueeze(1).repeat(1, b, 1)  # (Q, B, C)
         tgt, outs = torch.zeros_like(query_pos), []
         for layer in self.decoder.layers:

@@ -175,7 +175,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             pe = sine_position_embedding(*sizes[lvl], half, x.device)  # (1, C, h_l, w_l)
             pos.append(pe.flatten(2).permute(2, 0, 1))  # (S, 1, C)
             s = self.input_proj[lvl](x).flatten(2) + self.level_embed.weight[lvl][None, :, None]  # (B, C, S)
-            src.append(s.permute(2, 0, 1))  # (S, B, C)
+            src.append(s.permute(2, 0, 1).contiguous())  # (S, B, C), contiguous as in the MaskFormer decoder
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, b, 1)  # (Q, B, C)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, b, 1)
         preds = [self._predict(output, mask_features)]

@@ -126,7 +126,7 @@ class MMSegMaskFormerHead(Decoder):
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, b, 1)  # (Q, B, C)
         raw, out_dec = self.transformer_decoder(
             torch.zeros_like(query_pos),
-            memory.flatten(2).permute(2, 0, 1),
+            memory.flatten(2).permute(2, 0, 1).contiguous(),  # as in the MaskFormer decoder
             query_pos,
             pos.flatten(2).permute(2, 0, 1).expand(-1, b, -1),
         )
