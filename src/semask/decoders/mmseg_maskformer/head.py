@@ -131,9 +131,8 @@ class MMSegMaskFormerHead(Decoder):
             pos.flatten(2).permute(2, 0, 1).expand(-1, b, -1),
         )
         predicted = out_dec if aux else out_dec[-1:]
-        embed = self.mask_embed(
-            predicted
-        )  # (L, B, Q, C), the official einsum "lbqc,bchw->lbqhw" with batch B
+        # the official einsum "lbqc,bchw->lbqhw" as one product per image over the L*Q embeddings
+        embed = self.mask_embed(predicted)  # (L, B, Q, C)
         layers, queries = embed.shape[0], embed.shape[2]
         masks = mask_product(embed.transpose(0, 1).flatten(1, 2), levels[-1]).unflatten(1, (layers, queries))
         masks = masks.transpose(0, 1)  # (L, B, Q, h, w)
