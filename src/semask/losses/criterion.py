@@ -102,10 +102,11 @@ class SetCriterion(nn.Module):
         sampler: PointSampler,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss_mask, loss_dice) of the matched masks, pairs in batch-major order."""
-        masks = pred.pred_masks.float()  # AMP outputs: losses in fp32
+        masks = pred.pred_masks
         batch = torch.cat([torch.full_like(i, b) for b, (i, _) in enumerate(indices)]).to(masks.device)
         queries = torch.cat([i for i, _ in indices]).to(masks.device)
-        src = masks[batch, queries]  # (N, h, w), the official src_masks[src_idx]
+        # the official src_masks[src_idx]; AMP outputs cast after the gather: losses in fp32
+        src = masks[batch, queries].float()  # (N, h, w)
         tgt = torch.cat([t.masks[j.to(t.masks.device)] for t, (_, j) in zip(targets, indices, strict=True)])
         tgt = tgt.to(src)  # (N, Hp, Wp)
         if self.num_points is None:  # MaskFormer v1: dense, predictions upsampled to the target size
