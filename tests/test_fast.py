@@ -303,6 +303,29 @@ def test_fast_mask2former_inference_matches_reference():
     assert (layer.linear1 in onednn._CACHE) == hardware.onednn_runs(torch.float32)
 
 
+@pytest.mark.cpu_paths
+@pytest.mark.parametrize("amp", [False, True])
+def test_fast_segformer_inference_matches_reference(amp: bool):
+    """SegFormer inference in ``fast`` with the oneDNN swap: MiT's exact GELU fused into the depthwise conv
+    (``OneDNNMixFFN``); logits equal the reference within 1e-4 (fp32) or bf16 rounding (bf16 autocast)."""
+    if amp and not hardware.native_bf16():
+        pytest.skip("bf16 autocast is emulated on this CPU")
+    torch.manual_seed(0)
+    model = semask.create_model("segformer_mit_b0", num_classes=5).eval()
+    assert enable_onednn(model) > 0
+    x = torch.randn(1, 3, 64, 96)
+
+    def logits(impl: str) -> torch.Tensor:
+        with torch.inference_mode(), use_impl(impl), torch.autocast("cpu", torch.bfloat16, enabled=amp):
+            return model.predict_logits(x).float()
+
+    assert _rel(logits("fast"), logits("reference")) <= (2e-2 if amp else 1e-4)
+    ffns = [m for m in model.modules() if type(m).__name__ == "OneDNNMixFFN"]
+    assert len(ffns) == 8  # every MixFFN of MiT-B0 (depths 2, 2, 2, 2)
+    dtype = torch.bfloat16 if amp else torch.float32
+    assert (ffns[0].dwconv.dwconv in onednn._CACHE) == hardware.onednn_runs(dtype)
+
+
 def test_fast_segformer_head_trains_as_the_reference():
     """The SegFormer head fused per stage (``fast``: no 4E concat, in-place sums, BatchNorm on batch statistics in
     training) gives the reference head's logits and gradients within 1e-4."""

@@ -153,7 +153,11 @@ class MixFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """(B, h*w, C) -> (B, h*w, C)."""
-        return self.fc2(self.act(self.dwconv(self.fc1(x), h, w)))
+        return self.fc2(self.hidden(x, h, w))
+
+    def hidden(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """(B, h*w, C) -> (B, h*w, hidden): fc1, depthwise conv, GELU."""
+        return self.act(self.dwconv(self.fc1(x), h, w))
 
 
 class MiTBlock(nn.Module):

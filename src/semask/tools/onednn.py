@@ -8,10 +8,12 @@ where the kernel runs) and the plain ops elsewhere; state dicts, training and ex
 import torch
 from torch import nn
 
+from semask.backbones.mit import MixFFN, nchw_to_tokens
 from semask.backbones.swin import Mlp
 from semask.decoders.maskformer.pixel_decoder import EncoderLayer
 from semask.layers.conv import ConvBNReLU
-from semask.layers.onednn import OneDNNLinear, fused_conv_bn_relu, fused_linear
+from semask.layers.onednn import OneDNNLinear, fused_conv, fused_conv_bn_relu, fused_linear
+from semask.layers.windows import tokens_to_nchw
 
 
 class OneDNNConvBNReLU(ConvBNReLU):
@@ -38,10 +40,20 @@ class OneDNNEncoderLayer(EncoderLayer):
         return super().hidden(src) if h is None else h
 
 
+class OneDNNMixFFN(MixFFN):
+    """MiT's :class:`MixFFN` with the exact GELU fused into the depthwise conv's oneDNN kernel, where that applies."""
+
+    def hidden(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        t = self.fc1(x)
+        y = fused_conv(tokens_to_nchw(t, h, w), self.dwconv.dwconv, "gelu")
+        return self.act(self.dwconv(t, h, w)) if y is None else nchw_to_tokens(y)
+
+
 SWAPS: dict[type, type] = {
     nn.Linear: OneDNNLinear,
     ConvBNReLU: OneDNNConvBNReLU,
     Mlp: OneDNNMlp,
+    MixFFN: OneDNNMixFFN,
     EncoderLayer: OneDNNEncoderLayer,
 }
 """Exact module class -> its oneDNN subclass (subclasses of these, e.g. MultiheadAttention's projection, stay)."""
