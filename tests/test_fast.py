@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import semask
 from semask import hardware
@@ -301,6 +302,24 @@ def test_fast_mask2former_inference_matches_reference():
     layer = model.sem_seg_head.pixel_decoder.transformer.encoder.layers[0]
     assert type(layer).__name__ == "OneDNNEncoderLayer"
     assert (layer.linear1 in onednn._CACHE) == hardware.onednn_runs(torch.float32)
+
+
+@pytest.mark.cpu_paths
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("groups", [1, 8])
+def test_fused_conv_equals_conv_then_activation(bias: bool, groups: int):
+    """``onednn.fused_conv``: conv + exact GELU / ReLU in one call, equal to the modules (or None where oneDNN
+    does not run, and under autograd)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1, groups=groups, bias=bias)
+    x = torch.randn(2, 8, 9, 11).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for activation, ref in (("gelu", F.gelu(conv(x))), ("relu", F.relu(conv(x)))):
+            y = onednn.fused_conv(x, conv, activation)
+            assert (y is None) != hardware.onednn_runs(torch.float32)
+            if y is not None:
+                torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    assert onednn.fused_conv(x, conv, "gelu") is None  # autograd records: the caller runs the modules
 
 
 @pytest.mark.cpu_paths

@@ -150,10 +150,11 @@ def fused_conv(x: torch.Tensor, conv: nn.Conv2d, activation: str) -> torch.Tenso
     dtype = _onednn_dtype(x, conv.weight)
     if dtype is None:
         return None
-    params = [p for p in (conv.weight, conv.bias) if p is not None]
-    weight, bias = _cached(
-        conv, params, dtype, lambda: tuple(p.detach().to(dtype) for p in (conv.weight, conv.bias))
-    )
+
+    def build() -> tuple[torch.Tensor, torch.Tensor | None]:
+        return conv.weight.detach().to(dtype), None if conv.bias is None else conv.bias.detach().to(dtype)
+
+    weight, bias = _cached(conv, [p for p in (conv.weight, conv.bias) if p is not None], dtype, build)
     algorithm = "none" if activation == "gelu" else ""  # oneDNN's exact GELU
     return torch.ops.mkldnn._convolution_pointwise(
         x.to(dtype),
