@@ -129,10 +129,7 @@ def fused_conv_bn_relu(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> 
     dtype = None if bn.training else _onednn_dtype(x, conv.weight)
     if dtype is None:
         return None
-    weight, bias = _folded(conv, bn, dtype)
-    return torch.ops.mkldnn._convolution_pointwise(
-        x.to(dtype), weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups, "relu", [], ""
-    )
+    return _conv_pointwise(x.to(dtype), conv, *_folded(conv, bn, dtype), "relu")
 
 
 def fused_conv(x: torch.Tensor, conv: nn.Conv2d, activation: str) -> torch.Tensor | None:
@@ -155,16 +152,14 @@ def fused_conv(x: torch.Tensor, conv: nn.Conv2d, activation: str) -> torch.Tenso
         return conv.weight.detach().to(dtype), None if conv.bias is None else conv.bias.detach().to(dtype)
 
     weight, bias = _cached(conv, [p for p in (conv.weight, conv.bias) if p is not None], dtype, build)
+    return _conv_pointwise(x.to(dtype), conv, weight, bias, activation)
+
+
+def _conv_pointwise(
+    x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, activation: str
+) -> torch.Tensor:
+    """oneDNN's conv + ``activation`` ("relu", or "gelu": the exact erf GELU) with ``conv``'s geometry."""
     algorithm = "none" if activation == "gelu" else ""  # oneDNN's exact GELU
     return torch.ops.mkldnn._convolution_pointwise(
-        x.to(dtype),
-        weight,
-        bias,
-        conv.padding,
-        conv.stride,
-        conv.dilation,
-        conv.groups,
-        activation,
-        [],
-        algorithm,
+        x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups, activation, [], algorithm
     )

@@ -37,6 +37,11 @@ _AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 
 M, ALPHA = 4, 6  # output tile, input tile
 
 
+def _matrices(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """B^T (6, 6), G (6, 3) and A^T (4, 6) in ``dtype``."""
+    return tuple(torch.tensor(m, dtype=dtype) for m in (_BT, _G, _AT))
+
+
 def _both(mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``mat`` applied along both tile axes: (a, b) matrix, (b, b, R) -> (a, a, R), as one product with the
     (a*a, b*b) Kronecker matrix (one pass over the tiles)."""
@@ -63,7 +68,7 @@ def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
 class _Winograd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        bt, g, at = (torch.tensor(m, dtype=x.dtype) for m in (_BT, _G, _AT))
+        bt, g, at = _matrices(x.dtype)
         n, c, h, w = x.shape
         co = weight.shape[0]
         nh, nw = -(-h // M), -(-w // M)
@@ -83,7 +88,7 @@ class _Winograd(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v, u = ctx.saved_tensors
         n, c, h, w = ctx.shape
-        bt, g, at = (torch.tensor(m, dtype=grad.dtype) for m in (_BT, _G, _AT))
+        bt, g, at = _matrices(grad.dtype)
         co = u.shape[2]
         nh, nw = -(-h // M), -(-w // M)
         gy = F.pad(grad.permute(0, 2, 3, 1), (0, 0, 0, nw * M - w, 0, nh * M - h)).view(n, nh, M, nw, M, co)
