@@ -28,23 +28,32 @@ def test_mask_resize_by_products_matches_interpolate(size, out):
 
 
 @pytest.mark.cpu_paths
-@pytest.mark.parametrize(("size", "out", "by_products"), [(32, 128, True), (16, 64, True), (33, 130, False)])
-def test_add_resized_bf16_matches_float32_and_accumulates_in_place(size, out, by_products):
+@pytest.mark.parametrize(
+    ("sizes", "out", "by_products"),
+    [
+        ([32], 128, True),
+        ([64, 32, 16], 128, True),
+        ([16, 8], 64, True),
+        ([33], 130, False),
+        ([65, 33], 130, False),
+    ],
+)
+def test_add_resized_bf16_matches_float32_and_accumulates_in_place(sizes, out, by_products):
     torch.manual_seed(4)
     cl = torch.channels_last
-    x = torch.randn(2, 8, size, size).bfloat16().contiguous(memory_format=cl)
+    maps = [torch.randn(2, 8, s, s + 2 * (s == 16)).bfloat16().contiguous(memory_format=cl) for s in sizes]
     total = torch.randn(2, 8, out, out).bfloat16().contiguous(memory_format=cl)
-    ref = total.float() + resize_to(x.float(), (out, out))
-    got = add_resized(total.clone(memory_format=cl), x)
+    ref = total.float() + sum(resize_to(x.float(), (out, out)) for x in maps)
+    got = add_resized(total.clone(memory_format=cl), maps)
     assert got.dtype == torch.bfloat16 and got.shape == total.shape
-    assert torch.allclose(got.float(), ref, rtol=2**-6, atol=2**-6)
+    assert torch.allclose(got.float(), ref, rtol=2**-6, atol=2**-6 * len(maps))
     target = total.clone(memory_format=cl)
-    assert (add_resized(target, x) is target) == by_products  # products accumulate into the map itself
+    assert (add_resized(target, maps) is target) == by_products  # products accumulate into the map itself
 
 
 def test_add_resized_float32_is_the_in_place_upsample_add():
     torch.manual_seed(5)
-    x, total = torch.randn(2, 8, 16, 16), torch.randn(2, 8, 64, 64)
-    ref = total + resize_to(x, (64, 64))
-    out = add_resized(total, x)
+    maps, total = [torch.randn(2, 8, 16, 16), torch.randn(2, 8, 32, 32)], torch.randn(2, 8, 64, 64)
+    ref = total + resize_to(maps[0], (64, 64)) + resize_to(maps[1], (64, 64))
+    out = add_resized(total, maps)
     assert out is total and torch.equal(out, ref)

@@ -85,8 +85,9 @@ class SegFormerHead(Decoder):
     def _fuse_per_stage(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """``linear_fuse(cat(resized maps))`` without the 4E-channel concat: the fuse conv is 1x1 and the resize
         bilinear, both linear per pixel, so stage i's slice of the conv composed with ``linear_c{i}`` is applied at
-        the stage's own size, then resized, and the four are summed (eval: the BatchNorm folded in too). The same
-        math as the official head, summed in another order; (B, E, h_0, w_0)."""
+        the stage's own size, then resized, and the four are summed (eval: the BatchNorm folded in too); a resize keeps
+        constants (each bilinear row sums to 1), so the four biases are added once, to stage 4's map. The same math
+        as the official head, summed in another order; (B, E, h_0, w_0)."""
         conv, bn = self.linear_fuse.conv, self.linear_fuse.bn
         e = conv.out_channels
         weight, bias = (
@@ -96,13 +97,17 @@ class SegFormerHead(Decoder):
         if not bn.training:
             scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
             weight, bias = weight * scale[:, None], bn.bias - bn.running_mean * scale
-        fused = None
-        for i, x in enumerate(features, start=1):
+        weights = []  # (E, C_i) per stage
+        for i in range(1, 5):
             proj = getattr(self, f"linear_c{i}").proj
             part = weight[:, (4 - i) * e : (5 - i) * e]  # (E, E)
-            w, b = part @ proj.weight, part @ proj.bias + (bias if i == 1 else 0)  # (E, C_i), (E,)
-            y = F.linear(x.permute(0, 2, 3, 1), w, b).permute(0, 3, 1, 2)  # (B, E, h_i, w_i), channels-last
-            fused = y if fused is None else add_resized(fused, y)
+            weights.append(part @ proj.weight)
+            bias = bias + part @ proj.bias
+        maps = [
+            F.linear(x.permute(0, 2, 3, 1), w, bias if i == 3 else None).permute(0, 3, 1, 2)
+            for i, (x, w) in enumerate(zip(features, weights, strict=True))
+        ]  # (B, E, h_i, w_i), channels-last; the summed bias once, on the smallest map
+        fused = add_resized(maps[0], maps[1:])
         fused = fused if not bn.training else bn(fused)
         return F.relu(fused) if slow_in_place(fused) else self.linear_fuse.activate(fused)
 
