@@ -1,4 +1,5 @@
-"""Winograd F(4x4, 3x3) vs PyTorch's direct convolution (oneDNN on CPU): forward + backward of one 3x3 conv.
+"""Winograd F(4x4, 3x3) vs PyTorch's direct convolution (oneDNN on CPU): forward + backward of one 3x3 conv, and
+the forward alone without autograd (inference).
 
     python benchmarks/bench_winograd.py [--threads 2] [--reps 6]
 
@@ -14,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from semask import hardware
-from semask.layers.winograd import _Winograd
+from semask.layers.winograd import _inference, _Winograd
 
-SHAPES = [(256, 256, 24), (256, 256, 48), (256, 256, 96), (256, 256, 128), (128, 128, 96)]
+SHAPES = [(256, 256, 24), (256, 256, 32), (256, 256, 48), (256, 256, 96), (256, 256, 128), (128, 128, 96)]
 
 
 def timed(fn, reps: int) -> float:
@@ -39,12 +40,18 @@ def row(c: int, co: int, s: int, reps: int) -> str:
     direct = timed(lambda: F.conv2d(x, w, padding=1).backward(grad), reps)
     wino = timed(lambda: _Winograd.apply(x, w).backward(grad), reps)
     with torch.no_grad():
+        direct_inf = timed(lambda: F.conv2d(x, w, padding=1), reps)
+        wino_inf = timed(lambda: _inference(x, w), reps)
+    with torch.no_grad():
         ref = F.conv2d(x.double(), w.double(), padding=1)
         errors = [
             (y.double() - ref).abs().max() / ref.abs().max()
-            for y in (_Winograd.apply(x, w), F.conv2d(x, w, padding=1))
+            for y in (_inference(x, w), F.conv2d(x, w, padding=1))
         ]
-    return f"| {c} -> {co} | {s}x{s} | {direct:.1f} | {wino:.1f} | {direct / wino:.2f}x | {errors[0]:.1e} ({errors[1]:.1e}) |"
+    return (
+        f"| {c} -> {co} | {s}x{s} | {direct:.1f} / {wino:.1f} ({direct / wino:.2f}x) "
+        f"| {direct_inf:.1f} / {wino_inf:.1f} ({direct_inf / wino_inf:.2f}x) | {errors[0]:.1e} ({errors[1]:.1e}) |"
+    )
 
 
 def main() -> None:
@@ -57,8 +64,11 @@ def main() -> None:
     print(
         f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {args.threads} threads, float32, batch 2"
     )
-    print("\n| C_in -> C_out | map | direct ms | Winograd ms | speed-up | max rel. error (direct) |")
-    print("|" + "---|" * 6)
+    print(
+        "\n| C_in -> C_out | map | forward + backward: direct / Winograd ms | inference: direct / Winograd ms "
+        "| max rel. error (direct) |"
+    )
+    print("|" + "---|" * 5)
     for c, co, s in SHAPES:
         print(row(c, co, s, args.reps))
 

@@ -53,12 +53,27 @@ def test_float32_rounding_and_module_path() -> None:
     assert (x.grad.double() - ref_x).abs().max() < 1e-4 * ref_x.abs().max()
 
 
+def test_inference_path() -> None:
+    """Without autograd: Winograd from 32x32 maps (forward only, also in inference mode), ``F.conv2d`` below."""
+    torch.manual_seed(0)
+    conv = WinogradConv2d(128, 96, 3, padding=1)
+    x = torch.randn(2, 128, 33, 40)
+    ref = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            assert use_winograd(x, conv.weight) and not use_winograd(x[:, :, :31], conv.weight)
+            y = conv(x)
+            assert not torch.equal(y, F.conv2d(x, conv.weight, conv.bias, padding=1))  # another kernel
+            assert (y.double() - ref).abs().max() < 1e-4 * ref.abs().max()
+            assert torch.equal(conv(x[:, :, :31]), F.conv2d(x[:, :, :31], conv.weight, conv.bias, padding=1))
+
+
 def test_plain_convolution_elsewhere() -> None:
-    """Inference, ``reference``, small maps or few channels, other dtypes: exactly ``F.conv2d``."""
+    """``reference``, small maps or few channels, other dtypes: exactly ``F.conv2d``."""
     torch.manual_seed(0)
     weight = torch.randn(128, 128, 3, 3, requires_grad=True)
     x = torch.randn(1, 128, 32, 32)
-    with torch.no_grad():
+    with use_impl("reference"), torch.no_grad():
         assert torch.equal(conv3x3(x, weight), F.conv2d(x, weight, padding=1))
     with use_impl("reference"):
         assert not use_winograd(x, weight)

@@ -9,7 +9,7 @@ global semantic attention (memory linear in the number of pixels), channels-last
 NHWC tokens), one x2 upsampling for the summed stride-8/16/32 FPN heads, and at inference oneDNN linear/conv
 kernels (:mod:`semask.layers.onednn`), fused training losses (:mod:`semask.losses.pixel_ce`,
 :mod:`semask.losses.mask_losses`), a mask-product backward over the matched queries only
-(:mod:`semask.layers.mask_product`), Winograd 3x3 convolutions in float32 CPU training
+(:mod:`semask.layers.mask_product`), Winograd 3x3 convolutions in float32 on CPU
 (:mod:`semask.layers.winograd`), and a shift-mask fill of -1e4 for the official -100 (no denormal attention
 weights, see :mod:`semask.layers.window_attention`). Only kernel functions read the choice, at call time, so it can
 be switched on a built model; it computes the official values to float precision (Winograd to ~1e-5 of the output

@@ -8,7 +8,7 @@ the input gradient is ``B [E U^T] B^T`` per tile, summed where tiles overlap, an
 ``G^T [V^T E] G`` (products over the tiles). The transforms are small matrix products over channel-last tiles
 (memory-bound), so it pays off for wide maps and channels (the stride-4 3x3 convolutions of the pixel decoders,
 256 channels). Rounding: ~1e-5 of the output range in float32, the direct convolution ~2e-6; used in ``fast``
-float32 CPU training only (:func:`use_winograd`).
+float32 CPU training and inference (:func:`use_winograd`).
 """
 
 import torch
@@ -49,37 +49,78 @@ def _both(mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether :func:`conv3x3` takes the Winograd path: ``fast``, training (grad enabled), float32 on CPU, 3x3
-    filters, at least 96 channels in and out, and a map of at least 24x24 pixels (where it measured faster than
-    oneDNN's direct convolution, forward + backward, on 2 cores: AVX-512 1.1x-2x, AVX2 1.5x-3.6x;
-    ``benchmarks/bench_winograd.py``)."""
+    """Whether :func:`conv3x3` takes the Winograd path: ``fast``, float32 on CPU, 3x3 filters, at least 96
+    channels in and out, and a map of at least 24x24 pixels in training (grad enabled), 32x32 in inference: where
+    it measured faster than oneDNN's direct convolution on 2 cores (``benchmarks/bench_winograd.py``; forward +
+    backward: AVX-512 1.1x-2x, AVX2 1.5x-3.6x; forward alone at 256 channels: AVX-512 1.2x-1.6x at 32x32-128x128,
+    0.9x at 24x24)."""
     return (
         get_impl() == "fast"
-        and torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and weight.shape[2:] == (3, 3)
         and min(weight.shape[:2]) >= 96
-        and min(x.shape[2:]) >= 24
+        and min(x.shape[2:]) >= (24 if torch.is_grad_enabled() else 32)
     )
+
+
+BAND_TILES = 256  # output tiles per inference band: its transformed input (36, 256, C) stays cache-sized
+
+
+def _padded(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 4 nh + 2, 4 nw + 2, C): channel-last, one zero pixel before, zeros after up to whole
+    4x4 output tiles."""
+    h, w = x.shape[2:]
+    nh, nw = -(-h // M), -(-w // M)
+    return F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, nw * M + 1 - w, 1, nh * M + 1 - h))
+
+
+def _filters(weight: torch.Tensor) -> torch.Tensor:
+    """U = G g G^T of (C_out, C, 3, 3) filters: (36, C, C_out)."""
+    g = _matrices(weight.dtype)[1]
+    co, c = weight.shape[:2]
+    return _both(g, weight.permute(2, 3, 1, 0).reshape(3, 3, -1)).view(ALPHA * ALPHA, c, co)
+
+
+def _tiles(padded: torch.Tensor) -> torch.Tensor:
+    """V = B^T d B of every overlapping 6x6 tile of (N, 4 nh + 2, 4 nw + 2, C): (36, N nh nw, C)."""
+    tiles = padded.unfold(1, ALPHA, M).unfold(2, ALPHA, M).permute(4, 5, 0, 1, 2, 3)  # (6, 6, N, nh, nw, C)
+    bt = _matrices(padded.dtype)[0]
+    return _both(bt, tiles.reshape(ALPHA, ALPHA, -1)).view(ALPHA * ALPHA, -1, padded.shape[-1])
+
+
+def _outputs(v: torch.Tensor, u: torch.Tensor, n: int, nh: int, nw: int) -> torch.Tensor:
+    """A^T [V U] A of (36, n nh nw, C) tiles and (36, C, C_out) filters: (n, 4 nh, 4 nw, C_out)."""
+    at = _matrices(v.dtype)[2]
+    co = u.shape[2]
+    y = _both(at, torch.bmm(v, u).view(ALPHA, ALPHA, -1)).view(M, M, n, nh, nw, co)
+    return y.permute(2, 3, 0, 4, 1, 5).reshape(n, nh * M, nw * M, co)
+
+
+def _inference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The forward without autograd, in bands of about :data:`BAND_TILES` tiles per image (the temporaries of one
+    band, not of the whole batch): (N, C, H, W) -> (N, C_out, H, W) channels-last."""
+    n, _, h, w = x.shape
+    padded, u = _padded(x), _filters(weight)
+    nh, nw = (padded.shape[1] - 2) // M, (padded.shape[2] - 2) // M
+    out = x.new_empty(n, nh * M, nw * M, weight.shape[0])
+    rows = max(1, BAND_TILES // nw)
+    for i in range(n):
+        for r in range(0, nh, rows):
+            band = min(rows, nh - r)
+            v = _tiles(padded[i : i + 1, r * M : (r + band) * M + 2])
+            out[i : i + 1, r * M : (r + band) * M] = _outputs(v, u, 1, band, nw)
+    return out[:, :h, :w].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
 class _Winograd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        bt, g, at = _matrices(x.dtype)
-        n, c, h, w = x.shape
-        co = weight.shape[0]
-        nh, nw = -(-h // M), -(-w // M)
-        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, nw * M + 1 - w, 1, nh * M + 1 - h))  # (N, Hp, Wp, C)
-        tiles = (
-            padded.unfold(1, ALPHA, M).unfold(2, ALPHA, M).permute(4, 5, 0, 1, 2, 3)
-        )  # (6, 6, N, nh, nw, C)
-        v = _both(bt, tiles.reshape(ALPHA, ALPHA, -1)).view(ALPHA * ALPHA, -1, c)  # (36, T, C)
-        u = _both(g, weight.permute(2, 3, 1, 0).reshape(3, 3, -1)).view(ALPHA * ALPHA, c, co)  # (36, C, Co)
-        y = _both(at, torch.bmm(v, u).view(ALPHA, ALPHA, -1)).view(M, M, n, nh, nw, co)
-        y = y.permute(2, 3, 0, 4, 1, 5).reshape(n, nh * M, nw * M, co)[:, :h, :w]
+        n, _, h, w = x.shape
+        padded = _padded(x)
+        v, u = _tiles(padded), _filters(weight)
+        y = _outputs(v, u, n, (padded.shape[1] - 2) // M, (padded.shape[2] - 2) // M)[:, :h, :w]
         ctx.save_for_backward(v, u)
         ctx.shape = x.shape
         return y.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
@@ -123,13 +164,16 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     """
     if not use_winograd(x, weight):
         return F.conv2d(x, weight, bias, padding=1)
-    y = _Winograd.apply(x, weight)
-    return y if bias is None else y + bias.view(-1, 1, 1)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        y = _Winograd.apply(x, weight)
+        return y if bias is None else y + bias.view(-1, 1, 1)
+    y = _inference(x, weight)
+    return y if bias is None else y.add_(bias.view(-1, 1, 1))
 
 
 class WinogradConv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters and state_dict keys) whose 3x3 convolutions with stride 1, padding 1, no
-    dilation or groups run :func:`conv3x3` (Winograd in ``fast`` float32 CPU training, see :func:`use_winograd`)."""
+    dilation or groups run :func:`conv3x3` (Winograd in ``fast`` float32 on CPU, see :func:`use_winograd`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plain = (self.stride, self.padding, self.dilation, self.groups) != ((1, 1), (1, 1), (1, 1), 1)
