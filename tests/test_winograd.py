@@ -53,6 +53,7 @@ def test_float32_rounding_and_module_path() -> None:
     assert (x.grad.double() - ref_x).abs().max() < 1e-4 * ref_x.abs().max()
 
 
+@pytest.mark.cpu_paths
 def test_inference_path() -> None:
     """Without autograd: Winograd from 32x32 maps (forward only, also in inference mode), ``F.conv2d`` below."""
     torch.manual_seed(0)
