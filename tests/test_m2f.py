@@ -19,7 +19,7 @@ from semask.data.datasets import build_dataset
 from semask.data.transforms import TrainTransform
 from semask.errors import CheckpointError
 from semask.layers.impl import use_impl
-from semask.layers.ms_deform_attn import MSDeformAttn, _WeightedGather, ms_deform_attn_core
+from semask.layers.ms_deform_attn import MSDeformAttn, _BilinearGather, ms_deform_attn_core
 from semask.losses.points import point_sample
 from semask.models import build_model, compose
 
@@ -253,20 +253,37 @@ def test_aux_false_keeps_the_final_prediction_and_drops_the_intermediate_ones(na
 
 
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
-def test_weighted_gather_gradients(index_dtype):
-    """The hand-written backward of the deformable-attention gather (rows gathered by several bags, rows no bag
-    reads) against autograd's embedding_bag gradients and gradcheck."""
+def test_bilinear_gather_gradients(index_dtype):
+    """The hand-written backward of the deformable-attention gather (corner rows read by several bags, rows no bag
+    reads, two blocks of two zero-bordered levels) against autograd's embedding_bag gradients and gradcheck."""
     torch.manual_seed(0)
-    table = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
-    index = torch.randint(0, 7, (6, 5), dtype=index_dtype)  # rows 7 and 8 never read
-    weights = torch.rand(6, 5, dtype=torch.float64, requires_grad=True)
-    grad = torch.randn(6, 4, dtype=torch.float64)
-    ours = torch.autograd.grad(_WeightedGather.apply(table, index, weights), (table, weights), grad)
+    shapes, points, n = [(3, 4), (2, 2)], 3, 6
+    levels, start = [], 0
+    for h, w in shapes:
+        levels.append((start, (h + 2) * (w + 2), w + 2))
+        start += (h + 2) * (w + 2)
+    block = start
+    corners = []
+    for (h, w), (first_row, _, width) in zip(shapes, levels, strict=True):
+        row = torch.randint(0, 2, (n, 1)) * block + first_row  # the block of each bag
+        first = row + torch.randint(0, h + 1, (n, points)) * width + torch.randint(0, w + 1, (n, points))
+        corners.append(torch.stack([first + o for o in (0, 1, width, width + 1)], 1))  # (n, 4, P)
+    index = torch.stack(corners, 1).reshape(n, -1).to(index_dtype)  # (n, L*4*P)
+    table = torch.randn(2 * block, 4, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(n, index.shape[1], dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(n, 4, dtype=torch.float64)
+    ours = torch.autograd.grad(
+        _BilinearGather.apply(table, index, weights, tuple(levels)), (table, weights), grad
+    )
     ref = F.embedding_bag(index.long(), table, per_sample_weights=weights, mode="sum")
     for o, r in zip(ours, torch.autograd.grad(ref, (table, weights), grad), strict=True):
         assert torch.allclose(o, r, rtol=1e-12, atol=1e-14)
-    assert torch.all(ours[0][7:] == 0)
-    assert torch.autograd.gradcheck(lambda t, w: _WeightedGather.apply(t, index, w), (table, weights))
+    unread = torch.ones(2 * block, dtype=torch.bool)
+    unread[index.long().flatten()] = False
+    assert unread.any() and torch.all(ours[0][unread] == 0)
+    assert torch.autograd.gradcheck(
+        lambda t, w: _BilinearGather.apply(t, index, w, tuple(levels)), (table, weights)
+    )
 
 
 def test_point_sample_with_shared_points_equals_per_map_points():
