@@ -345,18 +345,28 @@ def test_fast_segformer_inference_matches_reference(amp: bool):
     assert (ffns[0].dwconv.dwconv in onednn._CACHE) == hardware.onednn_runs(dtype)
 
 
-def test_fast_segformer_head_trains_as_the_reference():
+@pytest.mark.cpu_paths
+@pytest.mark.parametrize("amp", [False, True])
+def test_fast_segformer_head_trains_as_the_reference(amp: bool):
     """The SegFormer head fused per stage (``fast``: no 4E concat, in-place sums, BatchNorm on batch statistics in
-    training) gives the reference head's logits and gradients within 1e-4."""
+    training; under bf16 autocast the resized maps summed by products) gives the reference head's logits and
+    gradients within 1e-4 (fp32) or bf16 rounding."""
+    if amp and not hardware.native_bf16():
+        pytest.skip("bf16 autocast is emulated on this CPU")
+    torch.manual_seed(0)
     model = semask.create_model("segformer_mit_b0", num_classes=5, drop_path_rate=0.0, dropout=0.0).train()
     x, label = torch.randn(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
     results = {}
     for impl in IMPLS:
         model.zero_grad()
-        with use_impl(impl):
+        with use_impl(impl), torch.autocast("cpu", torch.bfloat16, enabled=amp):
             out = model(x)
-            semask_fpn_loss(out.logits, None, label)["loss_ce"].backward()
-        results[impl] = (out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+            semask_fpn_loss(out.logits.float(), None, label)["loss_ce"].backward()
+        results[impl] = (
+            out.logits.detach().float(),
+            {n: p.grad.clone() for n, p in model.named_parameters()},
+        )
     (logits, grads), (ref_logits, ref_grads) = results["fast"], results["reference"]
-    assert _rel(logits, ref_logits) <= 1e-4
-    assert not {n: _rel(g, ref_grads[n]) for n, g in grads.items() if not _rel(g, ref_grads[n]) <= 1e-4}
+    tol = 3e-2 if amp else 1e-4
+    assert _rel(logits, ref_logits) <= tol
+    assert not {n: _rel(g, ref_grads[n]) for n, g in grads.items() if not _rel(g, ref_grads[n]) <= tol}

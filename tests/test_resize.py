@@ -51,6 +51,24 @@ def test_add_resized_bf16_matches_float32_and_accumulates_in_place(sizes, out, b
     assert (add_resized(target, maps) is target) == by_products  # products accumulate into the map itself
 
 
+@pytest.mark.cpu_paths
+def test_add_resized_bf16_gradients_match_float32():
+    """Under autograd (bf16 training) the products give the upsample + add's gradients, to bf16 rounding."""
+    torch.manual_seed(6)
+    cl = torch.channels_last
+    maps = [torch.randn(2, 8, s, s).bfloat16().contiguous(memory_format=cl) for s in (32, 16)]
+    total = torch.randn(2, 8, 64, 64).bfloat16().contiguous(memory_format=cl)
+    weight = torch.randn(2, 8, 64, 64)
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        leaves = [x.to(dtype).contiguous(memory_format=cl).requires_grad_() for x in (total, *maps)]
+        out = add_resized(leaves[0] * 1, leaves[1:])
+        (out.float() * weight).sum().backward()
+        grads[dtype] = [x.grad.float() for x in leaves]
+    for got, ref in zip(grads[torch.bfloat16], grads[torch.float32], strict=True):
+        assert torch.allclose(got, ref, rtol=2**-6, atol=2**-6 * ref.abs().max().item())
+
+
 def test_add_resized_float32_is_the_in_place_upsample_add():
     torch.manual_seed(5)
     maps, total = [torch.randn(2, 8, 16, 16), torch.randn(2, 8, 32, 32)], torch.randn(2, 8, 64, 64)

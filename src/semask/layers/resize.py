@@ -87,17 +87,22 @@ def add_resized(total: torch.Tensor, maps: list[torch.Tensor]) -> torch.Tensor:
             total = total + resized if slow_in_place(total) else total.add_(resized)
         return total
     b, c = total.shape[:2]
-    stack = total.new_empty(b, sum(x.shape[2] for x in maps), width, c)  # columns resized, rows not yet
-    start = 0
-    for x in maps:
-        h, w = x.shape[2:]
-        cols = bilinear_weights(w, width).to(x).expand(h, width, w)
-        for image, out in zip(
-            x.permute(0, 2, 3, 1), stack[:, start : start + h], strict=True
-        ):  # (h, w, C), (h, W, C)
-            torch.bmm(cols, image, out=out)
-        start += h
+    columns = [
+        (x.permute(0, 2, 3, 1), bilinear_weights(x.shape[3], width).to(x)) for x in maps
+    ]  # (B, h, w, C)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (total, *maps)):
+        stack = torch.cat(
+            [(cols @ x.reshape(-1, *x.shape[2:])).view(b, -1, width, c) for x, cols in columns], 1
+        )
+    else:  # written in place (4 ms less at the sizes above)
+        stack = total.new_empty(b, sum(x.shape[1] for x, _ in columns), width, c)
+        start = 0
+        for x, cols in columns:
+            h = x.shape[1]
+            for image, out in zip(x, stack[:, start : start + h], strict=True):  # (h, w, C), (h, W, C)
+                torch.bmm(cols.expand(h, -1, -1), image, out=out)
+            start += h
     rows = torch.cat([bilinear_weights(x.shape[2], height) for x in maps], dim=1).to(total)  # (H, sum h_i)
     flat = total.permute(0, 2, 3, 1).view(b, height, width * c)
-    flat.baddbmm_(rows.expand(b, height, start), stack.view(b, start, width * c))
+    flat.baddbmm_(rows.expand(b, height, -1), stack.view(b, -1, width * c))
     return total
