@@ -18,7 +18,9 @@ from semask.decoders.maskformer.common import (
     predict_masks,
     xavier_matrices,
 )
+from semask.layers.impl import get_impl
 from semask.layers.position import sine_position_embedding
+from semask.layers.resize import resize_to
 
 
 class CrossAttentionLayer(nn.Module):
@@ -88,8 +90,7 @@ def attention_mask(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     Returns:
         (B, Q, h_l*w_l) bool, True = not attended.
     """
-    resized = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
-    blocked = resized.sigmoid().flatten(2) < 0.5  # (B, Q, h_l*w_l)
+    blocked = resize_to(masks, size).sigmoid().flatten(2) < 0.5  # (B, Q, h_l*w_l)
     return blocked & ~blocked.all(-1, keepdim=True)
 
 
@@ -161,7 +162,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             features: 3 x (B, C_in, h_l, w_l), strides 32, 16, 8.
             mask_features: (B, mask_dim, H/4, W/4).
             aux: return the intermediate predictions (always computed: each layer's masks give the next layer's
-                attention mask).
+                attention mask). Without them, ``fast`` inference predicts those masks at the next level's size from
+                resized mask features (bilinear resizing is linear per channel: resize(e . F) = e . resize(F),
+                equal to float rounding), not at stride 4.
 
         Returns:
             :class:`PredictorOutput`: final prediction, ``dec_layers - 1`` aux predictions (the first from the
@@ -178,7 +181,16 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             src.append(s.permute(2, 0, 1).contiguous())  # (S, B, C), contiguous as in the MaskFormer decoder
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, b, 1)  # (Q, B, C)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, b, 1)
-        preds = [self._predict(output, mask_features)]
+        layers = len(self.transformer_cross_attention_layers)
+        low_res = not aux and not torch.is_grad_enabled() and get_impl() == "fast"
+        level_features = [resize_to(mask_features, size) for size in sizes] if low_res else []
+
+        def predict(output: torch.Tensor, layer: int) -> MaskPrediction:  # gives layer's attention mask
+            if level_features and layer < layers:
+                return self._predict(output, level_features[layer % self.num_levels])
+            return self._predict(output, mask_features)
+
+        preds = [predict(output, 0)]
         attn_masks = []
         for i, (cross, self_attn, ffn) in enumerate(
             zip(
@@ -195,7 +207,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             heads_mask = mask.repeat_interleave(self.nheads, dim=0)
             output = cross(output, src[lvl], heads_mask, pos[lvl].expand(-1, b, -1), query_pos)
             output = ffn(self_attn(output, query_pos))
-            preds.append(self._predict(output, mask_features))
+            preds.append(predict(output, i + 1))
         return PredictorOutput(
             preds[-1].pred_logits, preds[-1].pred_masks, preds[:-1] if aux else [], attn_masks
         )
