@@ -73,11 +73,11 @@ def _gather_weighted(
     b, _, m, d = value.shape
     lq = sampling_locations.shape[1]
     dev = value.device
-    levels = value.split([h * w for h, w in spatial_shapes], dim=1)
+    per_level = value.split([h * w for h, w in spatial_shapes], dim=1)
     table = torch.cat(  # (B, M, S', D): each level zero-padded by one pixel, row-major, concatenated
         [
             F.pad(x.view(b, h, w, m, d), (0, 0, 0, 0, 1, 1, 1, 1)).permute(0, 3, 1, 2, 4).flatten(2, 3)
-            for x, (h, w) in zip(levels, spatial_shapes, strict=True)
+            for x, (h, w) in zip(per_level, spatial_shapes, strict=True)
         ],
         dim=2,
     )
@@ -86,30 +86,27 @@ def _gather_weighted(
     locations = sampling_locations.permute(3, 5, 0, 2, 1, 4).contiguous()
     attention = attention_weights.permute(3, 0, 2, 1, 4).contiguous()
     itype = torch.int32 if b * m * table.shape[2] < 2**31 else torch.int64  # int32 indices: less to move
-    first_row = (torch.arange(b * m, device=dev, dtype=itype) * table.shape[2]).view(b, m, 1, 1)
+    block_row = (torch.arange(b * m, device=dev, dtype=itype) * table.shape[2]).view(b, m, 1, 1)
     index, weights = [], []
+    levels, start = [], 0  # (first row, rows, padded width) of every level within one (image, head) block
     for lvl, (h, w) in enumerate(spatial_shapes):
         x, y = locations[lvl, 0] * w - 0.5, locations[lvl, 1] * h - 0.5
         x0, y0 = x.floor(), y.floor()
         fx, fy = x - x0, y - y0
         cx, cy = x0.clamp(-1, w - 1), y0.clamp(-1, h - 1)  # top-left corner in the padded level
         attn = attention[lvl] * ((cx == x0) & (cy == y0))  # 0 where all 4 corners are outside the level
-        first = first_row + (cy.to(itype) + 1) * (w + 2) + (cx.to(itype) + 1)
+        first = block_row + (cy.to(itype) + 1) * (w + 2) + (cx.to(itype) + start + 1)
         index += [first, first + 1, first + (w + 2), first + (w + 3)]
         above, below = attn * (1 - fy), attn * fy
         weights += [above * (1 - fx), above * fx, below * (1 - fx), below * fx]
-        first_row = first_row + (h + 2) * (w + 2)
+        levels.append((start, (h + 2) * (w + 2), w + 2))
+        start += (h + 2) * (w + 2)
     index = torch.stack(index, 3).view(b * m * lq, -1)  # (B*M*Lq, L*4*P)
     weights = torch.stack(weights, 3).view(b * m * lq, -1)
     if torch.is_grad_enabled() and table.dtype in (torch.bfloat16, torch.float16):
         # training under autocast: float32 as the official grid_sample (autocast's float32 list); CPU's reduced
         # precision embedding_bag backward is also several times slower
         table = table.float()
-    levels = []  # (first row, rows, padded width) of every level within one (image, head) block
-    start = 0
-    for h, w in spatial_shapes:
-        levels.append((start, (h + 2) * (w + 2), w + 2))
-        start += (h + 2) * (w + 2)
     out = _BilinearGather.apply(table.reshape(-1, d), index, weights.to(table.dtype), tuple(levels))
     return out.view(b, m, lq, d).transpose(1, 2).reshape(b, lq, m * d)
 
