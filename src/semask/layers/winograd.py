@@ -11,6 +11,8 @@ the input gradient is ``B [E U^T] B^T`` per tile, summed where tiles overlap, an
 float32 CPU training and inference (:func:`use_winograd`).
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,9 +39,17 @@ _AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 
 M, ALPHA = 4, 6  # output tile, input tile
 
 
+@functools.cache
 def _matrices(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """B^T (6, 6), G (6, 3) and A^T (4, 6) in ``dtype``."""
-    return tuple(torch.tensor(m, dtype=dtype) for m in (_BT, _G, _AT))
+    """B^T (6, 6), G (6, 3) and A^T (4, 6) in ``dtype``, built once (read-only; outside inference mode, so a
+    first call under ``torch.inference_mode`` still serves training)."""
+    with torch.inference_mode(False):
+        return tuple(torch.tensor(m, dtype=dtype) for m in (_BT, _G, _AT))
+
+
+def _tile_counts(h: int, w: int) -> tuple[int, int]:
+    """Output tiles (nh, nw) that cover an h x w map."""
+    return -(-h // M), -(-w // M)
 
 
 def _both(mat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +82,7 @@ def _padded(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, 4 nh + 2, 4 nw + 2, C): channel-last, one zero pixel before, zeros after up to whole
     4x4 output tiles."""
     h, w = x.shape[2:]
-    nh, nw = -(-h // M), -(-w // M)
+    nh, nw = _tile_counts(h, w)
     return F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, nw * M + 1 - w, 1, nh * M + 1 - h))
 
 
@@ -103,7 +113,7 @@ def _inference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     band, not of the whole batch): (N, C, H, W) -> (N, C_out, H, W) channels-last."""
     n, _, h, w = x.shape
     padded, u = _padded(x), _filters(weight)
-    nh, nw = (padded.shape[1] - 2) // M, (padded.shape[2] - 2) // M
+    nh, nw = _tile_counts(h, w)
     out = x.new_empty(n, nh * M, nw * M, weight.shape[0])
     rows = max(1, BAND_TILES // nw)
     for i in range(n):
@@ -120,7 +130,7 @@ class _Winograd(torch.autograd.Function):
         n, _, h, w = x.shape
         padded = _padded(x)
         v, u = _tiles(padded), _filters(weight)
-        y = _outputs(v, u, n, (padded.shape[1] - 2) // M, (padded.shape[2] - 2) // M)[:, :h, :w]
+        y = _outputs(v, u, n, *_tile_counts(h, w))[:, :h, :w]
         ctx.save_for_backward(v, u)
         ctx.shape = x.shape
         return y.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
@@ -131,7 +141,7 @@ class _Winograd(torch.autograd.Function):
         n, c, h, w = ctx.shape
         bt, g, at = _matrices(grad.dtype)
         co = u.shape[2]
-        nh, nw = -(-h // M), -(-w // M)
+        nh, nw = _tile_counts(h, w)
         gy = F.pad(grad.permute(0, 2, 3, 1), (0, 0, 0, nw * M - w, 0, nh * M - h)).view(n, nh, M, nw, M, co)
         gm = _both(at.t(), gy.permute(2, 4, 0, 1, 3, 5).reshape(M, M, -1)).view(ALPHA * ALPHA, -1, co)
         d_weight = _both(g.t(), torch.bmm(v.transpose(1, 2), gm).view(ALPHA, ALPHA, -1)).view(3, 3, c, co)
